@@ -1,0 +1,1 @@
+"""Plans, Stripe-synced subscriptions, metering and exact quota enforcement for Django."""

@@ -1,0 +1,60 @@
+"""``Authorization: Bearer <key>`` for operator keys (``sk_``) and tenant tokens (``tk_``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from ..models import OperatorKey, TenantToken
+
+
+class Operator(AnonymousUser):
+    """The principal of a request made with an operator key: authenticated, but no user."""
+
+    def __init__(self, key: OperatorKey) -> None:
+        self.key = key
+
+    @property
+    def is_authenticated(self) -> bool:  # type: ignore[override]
+        return True
+
+    def __str__(self) -> str:
+        return f"operator key {self.key.name}"
+
+
+class _BearerKeyAuthentication(authentication.BaseAuthentication):
+    model: type[OperatorKey] | type[TenantToken]
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        keyword, _, key = authentication.get_authorization_header(request).partition(b" ")
+        scheme = self.model.objects.key_generator.scheme
+        if keyword.lower() != b"bearer" or not key.startswith(scheme.encode()):
+            return None  # Not ours: another authentication class may know it.
+        try:
+            api_key = self.model.objects.get_from_key(key.decode())
+        except (self.model.DoesNotExist, UnicodeDecodeError):
+            raise exceptions.AuthenticationFailed("Invalid or revoked key.") from None
+        return self.principal(api_key), api_key
+
+    def principal(self, api_key: Any) -> Any:
+        raise NotImplementedError
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="billing"'
+
+
+class OperatorKeyAuthentication(_BearerKeyAuthentication):
+    model = OperatorKey
+
+    def principal(self, api_key: OperatorKey) -> Operator:
+        return Operator(api_key)
+
+
+class TenantTokenAuthentication(_BearerKeyAuthentication):
+    model = TenantToken
+
+    def principal(self, api_key: TenantToken) -> Any:
+        return api_key.user

@@ -1,0 +1,150 @@
+"""Input and output shapes of the API, in the camelCase the contracts use.
+
+Input serializers only parse; views hand ``snake_case(serializer.validated_data)`` to a
+service, whose errors name the same fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import serializers
+
+from ..models import SubscriptionStatus
+from ..periods import PERIODS
+
+
+def snake_case(data: dict[str, Any]) -> dict[str, Any]:
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in data.items()}
+
+
+def camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# Account kits
+
+
+class KitPrimitiveSerializer(serializers.Serializer):
+    ratePerMinute = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+
+
+class AccountKitInputSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    primitives = serializers.DictField(child=KitPrimitiveSerializer(), required=False)
+
+    def validate_primitives(self, value: dict[str, dict[str, Any]]) -> dict[str, int | None]:
+        return {slug: options.get("ratePerMinute") for slug, options in value.items()}
+
+
+class AccountKitSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    name = serializers.CharField()
+    primitives = serializers.SerializerMethodField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+    def get_primitives(self, kit: Any) -> dict[str, dict[str, int | None]]:
+        return {p.primitive: {"ratePerMinute": p.rate_per_minute} for p in kit.primitives.all()}
+
+
+# Plans
+
+
+class PlanInputSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    accountKitId = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    stripePriceId = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    quotas = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
+    period = serializers.ChoiceField(choices=PERIODS, required=False)
+    billingCadence = serializers.CharField(required=False, max_length=32)
+    currency = serializers.CharField(required=False, max_length=3)
+    active = serializers.BooleanField(required=False)
+
+
+class PlanSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    name = serializers.CharField()
+    accountKitId = serializers.CharField(source="account_kit.key", allow_null=True, default=None)
+    stripePriceId = serializers.CharField(source="stripe_price_id")
+    quotas = serializers.SerializerMethodField()
+    period = serializers.CharField()
+    billingCadence = serializers.CharField(source="billing_cadence")
+    currency = serializers.CharField()
+    active = serializers.BooleanField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+    def get_quotas(self, plan: Any) -> dict[str, int]:
+        return {quota.primitive: quota.limit for quota in plan.quotas.all()}
+
+
+# Tenants
+
+
+class TenantInputSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+
+
+class TenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    email = serializers.EmailField()
+
+
+class TokenInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=50, required=False, default="api")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Shown once: only its hash is stored.")
+    prefix = serializers.CharField()
+    name = serializers.CharField()
+
+
+# Subscriptions and usage
+
+
+class SubscriptionInputSerializer(serializers.Serializer):
+    planKey = serializers.SlugField(max_length=64)
+    status = serializers.ChoiceField(choices=SubscriptionStatus.values, required=False)
+    stripeCustomerId = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    stripeSubscriptionId = serializers.CharField(
+        required=False, allow_blank=True, max_length=255
+    )
+    currentPeriodStart = serializers.DateTimeField(required=False, allow_null=True)
+    currentPeriodEnd = serializers.DateTimeField(required=False, allow_null=True)
+    cancelAtPeriodEnd = serializers.BooleanField(required=False)
+    assignKit = serializers.BooleanField(default=True)
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    planKey = serializers.CharField(source="plan.key")
+    status = serializers.CharField()
+    stripeCustomerId = serializers.CharField(source="stripe_customer_id")
+    stripeSubscriptionId = serializers.CharField(source="stripe_subscription_id")
+    currentPeriodStart = serializers.DateTimeField(source="current_period_start")
+    currentPeriodEnd = serializers.DateTimeField(source="current_period_end")
+    cancelAtPeriodEnd = serializers.BooleanField(source="cancel_at_period_end")
+    accountKitId = serializers.SerializerMethodField()
+    statusChangedAt = serializers.DateTimeField(source="status_changed_at")
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+    def get_accountKitId(self, subscription: Any) -> str | None:  # noqa: N802
+        return self.context.get("kit_key")
+
+
+class UsageRollupSerializer(serializers.Serializer):
+    plan = serializers.CharField(allow_null=True)
+    status = serializers.CharField(allow_null=True)
+    period = serializers.CharField()
+    periodStart = serializers.DateTimeField(source="period_start")
+    periodEnd = serializers.DateTimeField(source="period_end")
+    quotas = serializers.DictField(child=serializers.IntegerField())
+    usage = serializers.DictField(child=serializers.IntegerField())

@@ -1,0 +1,20 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import views
+
+urlpatterns = [
+    path("plans", views.PlanListView.as_view(), name="plans"),
+    path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
+    path("users", views.TenantCreateView.as_view(), name="users"),
+    path("users/<str:user_id>", views.TenantDetailView.as_view(), name="user"),
+    path("users/<str:user_id>/tokens", views.TenantTokenView.as_view(), name="user-tokens"),
+    path(
+        "users/<str:user_id>/billing/subscription",
+        views.SubscriptionView.as_view(),
+        name="user-subscription",
+    ),
+    path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="billing:schema"), name="docs"),
+]

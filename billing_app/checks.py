@@ -1,0 +1,64 @@
+"""System checks: each way to misconfigure the app has an id and a hint."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+from .conf import billing_settings
+from .periods import PERIODS
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = []
+    if billing_settings.QUOTA_EXCEEDED_STATUS not in (402, 429):
+        errors.append(
+            Error(
+                "BILLING_QUOTA_EXCEEDED_STATUS must be 429 or 402.",
+                hint="429 (Too Many Requests) is the default; 402 (Payment Required) suits "
+                "paywalls.",
+                id="billing_app.E001",
+            )
+        )
+    if billing_settings.DEFAULT_PERIOD not in PERIODS:
+        errors.append(
+            Error(
+                f"BILLING_DEFAULT_PERIOD must be one of {', '.join(PERIODS)}.",
+                hint="It is the quota window of tenants without a subscription.",
+                id="billing_app.E002",
+            )
+        )
+    try:
+        ZoneInfo(billing_settings.TIME_ZONE)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        errors.append(
+            Error(
+                f"BILLING_TIME_ZONE {billing_settings.TIME_ZONE!r} is not a known time zone.",
+                hint="Use an IANA name such as 'UTC' or 'Europe/Paris'.",
+                id="billing_app.E003",
+            )
+        )
+    for name in ("PAST_DUE_GRACE", "LATE_USAGE_WINDOW"):
+        if not isinstance(getattr(billing_settings, name), timedelta):
+            errors.append(
+                Error(
+                    f"BILLING_{name} must be a datetime.timedelta.",
+                    hint="For example timedelta(days=3).",
+                    id="billing_app.E004",
+                )
+            )
+    for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
+        if app not in settings.INSTALLED_APPS:
+            errors.append(
+                Error(
+                    f"billing_app needs {app!r} in INSTALLED_APPS.",
+                    hint="Add it before 'billing_app'.",
+                    id="billing_app.E005",
+                )
+            )
+    return errors

@@ -1,0 +1,33 @@
+"""The app's settings: flat ``BILLING_*`` names, defaults here, read at access time.
+
+``billing_settings.QUOTA_EXCEEDED_STATUS`` reads ``settings.BILLING_QUOTA_EXCEEDED_STATUS``
+on every access, so ``override_settings`` works and nothing is written onto
+``django.conf.settings``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Quota window of a tenant that has no subscription (usage is still recorded).
+    "DEFAULT_PERIOD": "month",
+    # Calendar windows (no Stripe period to anchor on) are cut in this time zone.
+    "TIME_ZONE": "UTC",
+    "QUOTA_EXCEEDED_STATUS": 429,
+    "PAST_DUE_GRACE": timedelta(days=3),
+    "LATE_USAGE_WINDOW": timedelta(days=35),
+}
+
+
+class BillingSettings:
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown billing setting: BILLING_{name}")
+        return getattr(settings, f"BILLING_{name}", DEFAULTS[name])
+
+
+billing_settings = BillingSettings()

@@ -1,0 +1,18 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from billing_app import services
+
+
+class Command(BaseCommand):
+    help = "Create an operator key for the /v1/ API. The key is printed once, on the last line."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--name", required=True, help="What the key is for, e.g. 'backend'.")
+
+    def handle(self, *args: Any, name: str, **options: Any) -> None:
+        operator_key, key = services.operator_key_create(name=name)
+        self.stderr.write(f"Operator key {operator_key.name!r} ({operator_key.prefix}). "
+                          "Store it now: only its hash is kept.")
+        self.stdout.write(key)

@@ -1,0 +1,272 @@
+"""Every write the app makes. Views, admin, receivers and commands call these and only these.
+
+Errors name the argument they are about (``InvalidInput({"plan_key": [...]})``); the API
+renders those names in camelCase, so a client sees the field it sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from .exceptions import InvalidInput
+from .models import (
+    AccountKit,
+    KitAssignment,
+    KitPrimitive,
+    OperatorKey,
+    Plan,
+    PlanQuota,
+    Subscription,
+    SubscriptionStatus,
+    TenantToken,
+    validate_iso_duration,
+    validate_primitive,
+)
+from .periods import PERIODS
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final[Any] = _Unset()
+"""Default of optional service arguments: keep the current value (or the model default)."""
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput({field: [message]})
+
+
+def _check_primitive(field: str, primitive: Any) -> str:
+    try:
+        if not isinstance(primitive, str):
+            raise ValidationError("not a string")
+        validate_primitive(primitive)
+    except ValidationError:
+        raise _invalid(
+            field,
+            f"{primitive!r} is not a primitive slug (lowercase letters, digits, '.', '_', '-').",
+        ) from None
+    return primitive
+
+
+def _check_count(field: str, value: Any, *, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _invalid(field, f"{what} must be a non-negative integer, not {value!r}.")
+    return value
+
+
+def account_kit_get(*, ref: str | int) -> AccountKit:
+    """A kit by id or by key, for arguments that accept either."""
+    lookup = {"pk": int(ref)} if str(ref).isdigit() else {"key": ref}
+    try:
+        return AccountKit.objects.get(**lookup)
+    except AccountKit.DoesNotExist:
+        raise _invalid("account_kit_id", f"No account kit with id or key {ref!r}.") from None
+
+
+@transaction.atomic
+def account_kit_upsert(
+    *, key: str, name: str, primitives: Mapping[str, int | None] | None = None
+) -> tuple[AccountKit, bool]:
+    """Create or update the kit ``key``. ``primitives`` (slug -> calls per minute or None)
+    replaces the kit's whole set when given."""
+    checked: dict[str, int | None] = {}
+    for primitive, rate in (primitives or {}).items():
+        _check_primitive("primitives", primitive)
+        if rate is not None:
+            _check_count("primitives", rate, what=f"{primitive}: ratePerMinute")
+        checked[primitive] = rate
+
+    kit, created = AccountKit.objects.get_or_create(key=key, defaults={"name": name})
+    kit.name = name
+    _full_clean(kit)
+    kit.save()
+    if primitives is not None:
+        kit.primitives.exclude(primitive__in=checked).delete()
+        for primitive, rate in checked.items():
+            KitPrimitive.objects.update_or_create(
+                kit=kit, primitive=primitive, defaults={"rate_per_minute": rate}
+            )
+    return kit, created
+
+
+@transaction.atomic
+def plan_upsert(
+    *,
+    key: str,
+    name: str,
+    account_kit_id: str | int | None = UNSET,
+    stripe_price_id: str = UNSET,
+    quotas: Mapping[str, int] = UNSET,
+    period: str = UNSET,
+    billing_cadence: str = UNSET,
+    currency: str = UNSET,
+    active: bool = UNSET,
+) -> tuple[Plan, bool]:
+    """Create or update the plan ``key``. Arguments left UNSET keep their current value;
+    ``quotas`` (slug -> limit per window) replaces the plan's whole set when given."""
+    changes: dict[str, Any] = {"name": name}
+    if account_kit_id is not UNSET:
+        changes["account_kit"] = (
+            None if account_kit_id in (None, "") else account_kit_get(ref=account_kit_id)
+        )
+    if stripe_price_id is not UNSET:
+        changes["stripe_price_id"] = stripe_price_id or ""
+        taken = Plan.objects.filter(stripe_price_id=stripe_price_id).exclude(key=key).first()
+        if stripe_price_id and taken:
+            raise _invalid("stripe_price_id", f"Plan {taken.key!r} already uses this price.")
+    if period is not UNSET:
+        if period not in PERIODS:
+            raise _invalid("period", f"{period!r} is not one of {', '.join(PERIODS)}.")
+        changes["period"] = period
+    if billing_cadence is not UNSET:
+        try:
+            validate_iso_duration(billing_cadence)
+        except ValidationError as error:
+            raise _invalid("billing_cadence", error.messages[0]) from None
+        changes["billing_cadence"] = billing_cadence
+    if currency is not UNSET:
+        if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
+            raise _invalid("currency", f"{currency!r} is not a three-letter ISO 4217 code.")
+        changes["currency"] = currency.lower()
+    if active is not UNSET:
+        changes["active"] = bool(active)
+    if quotas is not UNSET:
+        quotas = {
+            _check_primitive("quotas", primitive): _check_count(
+                "quotas", limit, what=f"the quota of {primitive}"
+            )
+            for primitive, limit in quotas.items()
+        }
+
+    plan = Plan.objects.select_for_update().filter(key=key).first()
+    created = plan is None
+    if plan is None:
+        plan = Plan(key=key)
+    for field, value in changes.items():
+        setattr(plan, field, value)
+    _full_clean(plan)
+    plan.save()
+    if quotas is not UNSET:
+        plan.quotas.exclude(primitive__in=quotas).delete()
+        for primitive, limit in quotas.items():
+            PlanQuota.objects.update_or_create(
+                plan=plan, primitive=primitive, defaults={"limit": limit}
+            )
+    return plan, created
+
+
+def tenant_create(*, email: str) -> AbstractBaseUser:
+    """A new tenant: a user of ``AUTH_USER_MODEL`` that logs in with no password."""
+    User = get_user_model()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise _invalid("email", f"{email!r} is not an email address.") from None
+    email_field = User.get_email_field_name()
+    if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
+        raise _invalid("email", "A user with this email exists already.")
+    fields = {email_field: email}
+    if User.USERNAME_FIELD != email_field:
+        fields[User.USERNAME_FIELD] = email
+    user = User._default_manager.create_user(**fields)  # type: ignore[attr-defined]
+    user.set_unusable_password()
+    user.save()
+    return user  # type: ignore[no-any-return]
+
+
+def tenant_token_issue(*, user: Any, name: str = "api") -> tuple[TenantToken, str]:
+    """A new token for ``user``; the returned key is shown once and stored only hashed."""
+    token, key = TenantToken.objects.create_key(user=user, name=name[:50])
+    return token, key  # type: ignore[return-value]
+
+
+def operator_key_create(*, name: str) -> tuple[OperatorKey, str]:
+    """A new operator key; the returned key is shown once and stored only hashed."""
+    if not name:
+        raise _invalid("name", "An operator key needs a name.")
+    operator_key, key = OperatorKey.objects.create_key(name=name[:50])
+    return operator_key, key  # type: ignore[return-value]
+
+
+def api_key_revoke(*, key: OperatorKey | TenantToken) -> None:
+    key.revoked = True
+    key.save(update_fields=["revoked"])
+
+
+def kit_assign(*, user: Any, kit: AccountKit | None) -> KitAssignment | None:
+    """Give ``user`` the kit ``kit``, or no kit (no kit gating) when it is None."""
+    if kit is None:
+        KitAssignment.objects.filter(user=user).delete()
+        return None
+    assignment, _ = KitAssignment.objects.update_or_create(user=user, defaults={"kit": kit})
+    return assignment
+
+
+@transaction.atomic
+def subscription_set(
+    *,
+    user: Any,
+    plan_key: str,
+    status: str = UNSET,
+    stripe_customer_id: str = UNSET,
+    stripe_subscription_id: str = UNSET,
+    current_period_start: datetime | None = UNSET,
+    current_period_end: datetime | None = UNSET,
+    cancel_at_period_end: bool = UNSET,
+    assign_kit: bool = True,
+) -> Subscription:
+    """Put ``user`` on ``plan_key``: the one way a subscription changes, whether the operator
+    API, the admin or a Stripe webhook asks. Arguments left UNSET keep their current value.
+    With ``assign_kit`` the tenant's kit becomes the plan's kit in the same transaction."""
+    try:
+        plan = Plan.objects.select_related("account_kit").get(key=plan_key)
+    except Plan.DoesNotExist:
+        raise _invalid("plan_key", f"No plan with key {plan_key!r}.") from None
+    if status is not UNSET and status not in SubscriptionStatus.values:
+        raise _invalid(
+            "status", f"{status!r} is not one of {', '.join(SubscriptionStatus.values)}."
+        )
+
+    now = timezone.now()
+    subscription = Subscription.objects.select_for_update().filter(user=user).first()
+    if subscription is None:
+        subscription = Subscription(user=user, status_changed_at=now)
+    if status is not UNSET and status != subscription.status:
+        subscription.status_changed_at = now
+    subscription.plan = plan
+    for field, value in {
+        "status": status,
+        "stripe_customer_id": stripe_customer_id,
+        "stripe_subscription_id": stripe_subscription_id,
+        "current_period_start": current_period_start,
+        "current_period_end": current_period_end,
+        "cancel_at_period_end": cancel_at_period_end,
+    }.items():
+        if value is not UNSET:
+            setattr(subscription, field, "" if value is None and field.startswith("stripe") else value)
+    start, end = subscription.current_period_start, subscription.current_period_end
+    if start and end and end <= start:
+        raise _invalid("current_period_end", "The period must end after it starts.")
+    subscription.save()
+    if assign_kit:
+        kit_assign(user=user, kit=plan.account_kit)
+    return subscription
+
+
+def _full_clean(instance: Any) -> None:
+    try:
+        instance.full_clean(validate_unique=False, validate_constraints=False)
+    except ValidationError as error:
+        raise InvalidInput(error.message_dict) from None

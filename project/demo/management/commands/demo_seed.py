@@ -1,0 +1,50 @@
+"""Loads the demo's plans, kits and tenant, and prints fresh keys (once) to try the API."""
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from billing_app import services
+
+PLANS = {
+    "free": {"name": "Free", "quotas": {"seo": 10, "aeo": 5, "email.send": 20}},
+    "pro": {"name": "Pro", "quotas": {"seo": 1000, "aeo": 250, "email.send": 5000}},
+}
+
+
+class Command(BaseCommand):
+    help = "Load the demo's plans, kits, tenant, admin user and keys (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for key, plan in PLANS.items():
+            primitives = {slug: None for slug in plan["quotas"]}
+            services.account_kit_upsert(
+                key=f"kit_{key}", name=f"{plan['name']} kit", primitives=primitives
+            )
+            services.plan_upsert(
+                key=key,
+                name=plan["name"],
+                account_kit_id=f"kit_{key}",
+                quotas=plan["quotas"],
+                period="month",
+            )
+        User = get_user_model()
+        tenant = User.objects.filter(email="tenant@example.com").first()
+        if tenant is None:
+            tenant = services.tenant_create(email="tenant@example.com")
+        services.subscription_set(user=tenant, plan_key="free", status="active")
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", "admin")
+
+        _, operator_key = services.operator_key_create(name="demo")
+        _, tenant_token = services.tenant_token_issue(user=tenant, name="demo")
+        self.stdout.write(
+            "\nDemo data loaded: plans free and pro, kits kit_free and kit_pro,\n"
+            f"tenant tenant@example.com (id {tenant.pk}) on the free plan.\n"
+            "Admin: http://127.0.0.1:8000/admin/  (user admin, password admin)\n"
+            "Keys, shown once (only their hashes are stored):\n"
+            f"  export OPERATOR_KEY={operator_key}\n"
+            f"  export TENANT_TOKEN={tenant_token}\n"
+            f"  export TENANT_ID={tenant.pk}\n"
+        )

@@ -1,0 +1,2 @@
+def test_plans_list_empty(api):
+    assert api.get("/v1/plans").json() == []
