@@ -28,7 +28,10 @@ def validate_iso_duration(value: str) -> None:
             _("'%(value)s' is not an ISO 8601 duration such as P1M or P1Y."),
             params={"value": value},
         ) from None
-    if not duration or duration.total_seconds() <= 0:  # type: ignore[union-attr]
+    # Months and years are not a number of seconds: isodate keeps them apart.
+    calendar_part = getattr(duration, "years", 0) * 12 + getattr(duration, "months", 0)
+    seconds = duration.tdelta if isinstance(duration, isodate.Duration) else duration
+    if calendar_part < 0 or seconds.total_seconds() < 0 or not (calendar_part or seconds):
         raise ValidationError(_("A billing cadence must be a positive duration."))
 
 

@@ -47,10 +47,14 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput({field: [message]})
 
 
+MAX_BIGINT = 2**63 - 1
+MAX_INT = 2**31 - 1
+
+
 def _check_primitive(field: str, primitive: Any) -> str:
     try:
-        if not isinstance(primitive, str):
-            raise ValidationError("not a string")
+        if not isinstance(primitive, str) or len(primitive) > 64:
+            raise ValidationError("not a short string")
         validate_primitive(primitive)
     except ValidationError:
         raise _invalid(
@@ -60,9 +64,9 @@ def _check_primitive(field: str, primitive: Any) -> str:
     return primitive
 
 
-def _check_count(field: str, value: Any, *, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _invalid(field, f"{what} must be a non-negative integer, not {value!r}.")
+def _check_count(field: str, value: Any, *, what: str, maximum: int = MAX_BIGINT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise _invalid(field, f"{what} must be an integer from 0 to {maximum}, not {value!r}.")
     return value
 
 
@@ -85,7 +89,9 @@ def account_kit_upsert(
     for primitive, rate in (primitives or {}).items():
         _check_primitive("primitives", primitive)
         if rate is not None:
-            _check_count("primitives", rate, what=f"{primitive}: ratePerMinute")
+            _check_count(
+                "primitives", rate, what=f"{primitive}: ratePerMinute", maximum=MAX_INT
+            )
         checked[primitive] = rate
 
     kit, created = AccountKit.objects.get_or_create(key=key, defaults={"name": name})
@@ -175,6 +181,10 @@ def tenant_create(*, email: str) -> AbstractBaseUser:
     except ValidationError:
         raise _invalid("email", f"{email!r} is not an email address.") from None
     email_field = User.get_email_field_name()
+    for name in {email_field, User.USERNAME_FIELD}:
+        max_length = User._meta.get_field(name).max_length
+        if max_length and len(email) > max_length:
+            raise _invalid("email", f"An email may have at most {max_length} characters.")
     if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
         raise _invalid("email", "A user with this email exists already.")
     fields = {email_field: email}

@@ -15,6 +15,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 class AccountKitFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.AccountKit
+        skip_postgeneration_save = True
 
     key = factory.Sequence(lambda n: f"kit-{n}")
     name = factory.LazyAttribute(lambda kit: kit.key.title())
@@ -29,6 +30,7 @@ class AccountKitFactory(factory.django.DjangoModelFactory):
 class PlanFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = models.Plan
+        skip_postgeneration_save = True
 
     key = factory.Sequence(lambda n: f"plan-{n}")
     name = factory.LazyAttribute(lambda plan: plan.key.title())

@@ -28,7 +28,9 @@ def camel_case(name: str) -> str:
 
 
 class KitPrimitiveSerializer(serializers.Serializer):
-    ratePerMinute = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    ratePerMinute = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, allow_null=True, required=False
+    )
 
 
 class AccountKitInputSerializer(serializers.Serializer):
@@ -60,7 +62,9 @@ class PlanInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     accountKitId = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     stripePriceId = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    quotas = serializers.DictField(child=serializers.IntegerField(min_value=0), required=False)
+    quotas = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False
+    )
     period = serializers.ChoiceField(choices=PERIODS, required=False)
     billingCadence = serializers.CharField(required=False, max_length=32)
     currency = serializers.CharField(required=False, max_length=3)

@@ -1,9 +1,9 @@
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import views
 
-urlpatterns = [
+endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
     path("users", views.TenantCreateView.as_view(), name="users"),
@@ -15,6 +15,13 @@ urlpatterns = [
         name="user-subscription",
     ),
     path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+]
+
+# The schema covers the app's endpoints only, not the host project's other views.
+schema = SpectacularAPIView.as_view(patterns=[path("v1/", include(endpoints))])
+
+urlpatterns = [
+    *endpoints,
+    path("schema/", schema, name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="billing:schema"), name="docs"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema as _extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
@@ -18,6 +18,17 @@ from ..exceptions import NotFound
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .permissions import IsOperator
+
+
+def extend_schema(**kwargs: Any) -> Any:
+    """drf-spectacular's decorator, bound to its AutoSchema whatever the host's
+    ``DEFAULT_SCHEMA_CLASS`` is (a method decorator otherwise reads that setting)."""
+
+    def decorate(method: Any) -> Any:
+        method.schema = AutoSchema
+        return _extend_schema(**kwargs)(method)
+
+    return decorate
 
 
 def billing_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
