@@ -68,8 +68,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
     readonly_fields = ["status_changed_at", "usage_this_window", "created_at", "updated_at"]
     actions = ["assign_plan_kit"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # One subscription per tenant: moving one to another tenant is not an edit.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return [*readonly, "user"] if obj is not None else readonly
+
     def save_model(self, request: HttpRequest, obj: Subscription, form: Any, change: bool) -> None:
-        services.subscription_set(
+        subscription = services.subscription_set(
             user=obj.user,
             plan_key=obj.plan.key,
             status=obj.status,
@@ -79,6 +84,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             current_period_end=obj.current_period_end,
             cancel_at_period_end=obj.cancel_at_period_end,
         )
+        obj.pk = subscription.pk
         obj.refresh_from_db()
 
     @admin.display(description="quotas and usage this window")
@@ -90,10 +96,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (p, rollup.usage.get(p, 0), rollup.quotas.get(p, "unlimited"))
-                for p in primitives
-            ),
+            ((p, rollup.usage.get(p, 0), rollup.quotas.get(p, "unlimited")) for p in primitives),
         )
         return format_html(
             "<p>{} to {}</p><table><tr><th>primitive</th><th>used</th><th>quota</th></tr>"
@@ -155,7 +158,7 @@ class _KeyAdmin(APIKeyModelAdmin):
 @admin.register(OperatorKey)
 class OperatorKeyAdmin(_KeyAdmin):
     def create(self, request: HttpRequest, obj: OperatorKey) -> tuple[Any, str]:
-        return services.operator_key_create(name=obj.name)
+        return services.operator_key_create(name=obj.name, expiry_date=obj.expiry_date)
 
 
 @admin.register(TenantToken)
@@ -164,7 +167,9 @@ class TenantTokenAdmin(_KeyAdmin):
     raw_id_fields = ["user"]
 
     def create(self, request: HttpRequest, obj: TenantToken) -> tuple[Any, str]:
-        return services.tenant_token_issue(user=obj.user, name=obj.name)
+        return services.tenant_token_issue(
+            user=obj.user, name=obj.name, expiry_date=obj.expiry_date
+        )
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):

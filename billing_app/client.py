@@ -65,11 +65,7 @@ class Billing:
     users = _Users()
 
     def for_user(self, user_or_id: Any) -> TenantBilling:
-        user = (
-            user_or_id
-            if hasattr(user_or_id, "pk")
-            else selectors.tenant_get(user_id=user_or_id)
-        )
+        user = user_or_id if hasattr(user_or_id, "pk") else selectors.tenant_get(user_id=user_or_id)
         return TenantBilling(user)
 
 

@@ -20,6 +20,14 @@ DEFAULTS: dict[str, Any] = {
     "QUOTA_EXCEEDED_STATUS": 429,
     "PAST_DUE_GRACE": timedelta(days=3),
     "LATE_USAGE_WINDOW": timedelta(days=35),
+    # Plan key whose quotas apply to canceled, unpaid, incomplete(_expired) and paused
+    # subscriptions; None refuses their calls with 402 subscription_inactive.
+    "FALLBACK_PLAN": None,
+    # Dotted path of a callable(request) -> user: whose usage a metered request is.
+    "TENANT_RESOLVER": "billing_app.enforcement.default_tenant_resolver",
+    # Cache alias for entitlements; several processes need a shared one (Redis, memcached).
+    "CACHE": "default",
+    "ENTITLEMENT_CACHE_TIMEOUT": 300,
 }
 
 

@@ -6,6 +6,8 @@ escape answers with the right status and a body that names the field.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import exceptions, status
 
@@ -30,3 +32,48 @@ class Conflict(BillingError, exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
+
+
+class TenantRequired(BillingError, exceptions.NotAuthenticated):
+    """A metered call that no tenant can be charged for."""
+
+
+class CallRefused(BillingError, exceptions.APIException):
+    """A metered call refused before it ran. ``detail`` is the JSON body as the contracts
+    give it (``{"error": "rate_limited", "message": ..., "primitive": ..., ...}``); a DRF
+    view that lets it escape answers with that body, its status and ``Retry-After``."""
+
+    error = "refused"
+
+    def __init__(self, message: str, *, primitive: str, wait: int | None = None, **extra: Any):
+        super().__init__(message)
+        self.wait = wait  # DRF's exception handler turns it into Retry-After.
+        # Set after __init__: DRF would turn every number in the body into a string.
+        self.detail = {"error": self.error, "message": message, "primitive": primitive, **extra}
+
+
+class PrimitiveNotAllowed(CallRefused):
+    status_code = status.HTTP_403_FORBIDDEN
+    error = "primitive_not_allowed"
+
+
+class SubscriptionInactive(CallRefused):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    error = "subscription_inactive"
+
+
+class RateLimited(CallRefused):
+    """Over the kit's calls per minute."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    error = "rate_limited"
+
+
+class QuotaExceeded(CallRefused):
+    """Over the plan's quota for the window; the status is BILLING_QUOTA_EXCEEDED_STATUS."""
+
+    error = "rate_limited"
+
+    def __init__(self, message: str, *, status_code: int, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.status_code = status_code

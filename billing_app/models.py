@@ -73,7 +73,9 @@ class KitPrimitive(models.Model):
     class Meta:
         ordering = ["primitive"]
         constraints = [
-            models.UniqueConstraint(fields=["kit", "primitive"], name="billing_kit_primitive_unique")
+            models.UniqueConstraint(
+                fields=["kit", "primitive"], name="billing_kit_primitive_unique"
+            )
         ]
 
     def __str__(self) -> str:
@@ -182,6 +184,11 @@ class Subscription(TimeStamped):
     def __str__(self) -> str:
         return f"{self.user} on {self.plan} ({self.status})"
 
+    def clean(self) -> None:
+        start, end = self.current_period_start, self.current_period_end
+        if start and end and end <= start:
+            raise ValidationError({"current_period_end": _("The period must end after it starts.")})
+
 
 class KitAssignment(models.Model):
     """The Account Kit of a tenant: at most one, set with its subscription or directly."""
@@ -203,9 +210,7 @@ class UsageCounter(models.Model):
     hot path reserves with one conditional UPDATE on the unique index below.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     primitive = PrimitiveField()
     window_start = models.DateTimeField()
     window_end = models.DateTimeField()
@@ -226,9 +231,7 @@ class UsageCounter(models.Model):
 class UsageEvent(models.Model):
     """One recorded use. Append-only: the counters are derived from these."""
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     primitive = PrimitiveField()
     quantity = models.BigIntegerField(validators=[MinValueValidator(1)])
     occurred_at = models.DateTimeField(help_text=_("When the use happened"))
@@ -315,4 +318,3 @@ class TenantToken(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = _("tenant token")
         verbose_name_plural = _("tenant tokens")
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,4 +93,123 @@ def usage_rollup(*, user: Any, at: datetime | None = None) -> UsageRollup:
         period_end=window.end,
         quotas=quotas,
         usage=usage,
+    )
+
+
+# Entitlements: what a tenant may do now. Read on every metered call, so cached.
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    """Everything the enforcement needs about one tenant, in one cacheable value."""
+
+    user_id: Any
+    plan: str | None
+    status: str | None
+    period: str
+    anchor: datetime | None
+    quotas: dict[str, int]
+    # primitive -> calls per minute (None: no rate limit); None: the tenant has no kit.
+    kit: dict[str, int | None] | None
+    # Why every call is refused (402 subscription_inactive), or None.
+    inactive: str | None = None
+    # A past_due tenant keeps its quotas until then.
+    grace_until: datetime | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.plan is not None
+
+    def window(self, at: datetime) -> Window:
+        return window_for(self.period, at, anchor=self.anchor, tz=billing_settings.TIME_ZONE)
+
+    def inactive_reason(self, at: datetime) -> str | None:
+        if self.grace_until is not None and at >= self.grace_until:
+            return f"The subscription has been past due since before {self.grace_until:%Y-%m-%d}."
+        return self.inactive
+
+
+_USABLE = {"trialing", "active"}
+_GENERATION_KEY = "billing:entitlement:generation"
+
+
+def _cache() -> Any:
+    from django.core.cache import caches
+
+    return caches[billing_settings.CACHE]
+
+
+def _entitlement_key(user_id: Any) -> str:
+    generation = _cache().get_or_set(_GENERATION_KEY, 0, timeout=None)
+    return f"billing:entitlement:{generation}:{user_id}"
+
+
+def entitlement_for(*, user_id: Any) -> Entitlement:
+    """The tenant's entitlement, from the cache when it is there.
+
+    ``receivers`` drops a tenant's entry when its subscription or kit changes, and every
+    entry at once (a new generation) when any plan, quota or kit changes.
+    """
+    key = _entitlement_key(user_id)
+    entitlement = _cache().get(key)
+    if entitlement is None:
+        entitlement = _entitlement_build(user_id=user_id)
+        _cache().set(key, entitlement, billing_settings.ENTITLEMENT_CACHE_TIMEOUT)
+    return entitlement  # type: ignore[no-any-return]
+
+
+def entitlement_forget(*, user_id: Any | None = None) -> None:
+    """Drop one tenant's cached entitlement, or everyone's when ``user_id`` is None."""
+    if user_id is None:
+        # No generation yet means nothing is cached under one.
+        with suppress(ValueError):
+            _cache().incr(_GENERATION_KEY)
+    else:
+        _cache().delete(_entitlement_key(user_id))
+
+
+def _entitlement_build(*, user_id: Any) -> Entitlement:
+    kit = (
+        AccountKit.objects.prefetch_related("primitives")
+        .filter(assignments__user_id=user_id)
+        .first()
+    )
+    allowed = {p.primitive: p.rate_per_minute for p in kit.primitives.all()} if kit else None
+    subscription = subscription_get(user=user_id)
+    if subscription is None:
+        return Entitlement(
+            user_id=user_id,
+            plan=None,
+            status=None,
+            period=billing_settings.DEFAULT_PERIOD,
+            anchor=None,
+            quotas={},
+            kit=allowed,
+        )
+
+    plan, inactive, grace_until = subscription.plan, None, None
+    status = subscription.status
+    if status == "past_due":
+        grace_until = subscription.status_changed_at + billing_settings.PAST_DUE_GRACE
+    elif status not in _USABLE:
+        fallback = billing_settings.FALLBACK_PLAN
+        fallback_plan = (
+            Plan.objects.prefetch_related("quotas").filter(key=fallback).first()
+            if fallback
+            else None
+        )
+        if fallback_plan is None:
+            inactive = f"The subscription is {status}."
+        else:
+            plan = fallback_plan
+    return Entitlement(
+        user_id=user_id,
+        plan=plan.key,
+        status=status,
+        period=plan.period,
+        anchor=subscription.current_period_start,
+        quotas={quota.primitive: quota.limit for quota in plan.quotas.all()},
+        kit=allowed,
+        inactive=inactive,
+        grace_until=grace_until,
     )

@@ -7,6 +7,7 @@ renders those names in camelCase, so a client sees the field it sent.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -14,10 +15,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from .exceptions import InvalidInput
+from .exceptions import Conflict, InvalidInput
 from .models import (
     AccountKit,
     KitAssignment,
@@ -28,10 +30,12 @@ from .models import (
     Subscription,
     SubscriptionStatus,
     TenantToken,
+    UsageCounter,
+    UsageEvent,
     validate_iso_duration,
     validate_primitive,
 )
-from .periods import PERIODS
+from .periods import PERIODS, Window
 
 
 class _Unset:
@@ -89,9 +93,7 @@ def account_kit_upsert(
     for primitive, rate in (primitives or {}).items():
         _check_primitive("primitives", primitive)
         if rate is not None:
-            _check_count(
-                "primitives", rate, what=f"{primitive}: ratePerMinute", maximum=MAX_INT
-            )
+            _check_count("primitives", rate, what=f"{primitive}: ratePerMinute", maximum=MAX_INT)
         checked[primitive] = rate
 
     kit, created = AccountKit.objects.get_or_create(key=key, defaults={"name": name})
@@ -188,7 +190,7 @@ def tenant_create(*, email: str) -> AbstractBaseUser:
     if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
         raise _invalid("email", "A user with this email exists already.")
     fields = {email_field: email}
-    if User.USERNAME_FIELD != email_field:
+    if email_field != User.USERNAME_FIELD:
         fields[User.USERNAME_FIELD] = email
     user = User._default_manager.create_user(**fields)  # type: ignore[attr-defined]
     user.set_unusable_password()
@@ -196,17 +198,21 @@ def tenant_create(*, email: str) -> AbstractBaseUser:
     return user  # type: ignore[no-any-return]
 
 
-def tenant_token_issue(*, user: Any, name: str = "api") -> tuple[TenantToken, str]:
+def tenant_token_issue(
+    *, user: Any, name: str = "api", expiry_date: datetime | None = None
+) -> tuple[TenantToken, str]:
     """A new token for ``user``; the returned key is shown once and stored only hashed."""
-    token, key = TenantToken.objects.create_key(user=user, name=name[:50])
+    token, key = TenantToken.objects.create_key(user=user, name=name[:50], expiry_date=expiry_date)
     return token, key  # type: ignore[return-value]
 
 
-def operator_key_create(*, name: str) -> tuple[OperatorKey, str]:
+def operator_key_create(
+    *, name: str, expiry_date: datetime | None = None
+) -> tuple[OperatorKey, str]:
     """A new operator key; the returned key is shown once and stored only hashed."""
     if not name:
         raise _invalid("name", "An operator key needs a name.")
-    operator_key, key = OperatorKey.objects.create_key(name=name[:50])
+    operator_key, key = OperatorKey.objects.create_key(name=name[:50], expiry_date=expiry_date)
     return operator_key, key  # type: ignore[return-value]
 
 
@@ -265,10 +271,10 @@ def subscription_set(
         "cancel_at_period_end": cancel_at_period_end,
     }.items():
         if value is not UNSET:
-            setattr(subscription, field, "" if value is None and field.startswith("stripe") else value)
-    start, end = subscription.current_period_start, subscription.current_period_end
-    if start and end and end <= start:
-        raise _invalid("current_period_end", "The period must end after it starts.")
+            setattr(
+                subscription, field, "" if value is None and field.startswith("stripe") else value
+            )
+    _full_clean(subscription)
     subscription.save()
     if assign_kit:
         kit_assign(user=user, kit=plan.account_kit)
@@ -280,3 +286,176 @@ def _full_clean(instance: Any) -> None:
         instance.full_clean(validate_unique=False, validate_constraints=False)
     except ValidationError as error:
         raise InvalidInput(error.message_dict) from None
+
+
+# Metering. The success path of a metered call is `usage_reserve`: one transaction that
+# writes the usage event and raises the counter only while it stays within the quota. A
+# call that fails afterwards is undone by `usage_refund`. Counters therefore always equal
+# the sum of their window's events, even if a process dies between the two.
+
+
+@dataclass(frozen=True)
+class Reservation:
+    event_id: int
+    user_id: Any
+    primitive: str
+    quantity: int
+    window: Window
+    used: int  # the window's usage after this call
+    limit: int | None
+    occurred_at: datetime
+    idempotency_key: str = ""
+    duplicate: bool = False  # the idempotency key was recorded before: nothing changed
+
+
+class _Refused(Exception):
+    """Rolls back the reservation's transaction."""
+
+
+def _counter_sql() -> str:
+    table = UsageCounter._meta.db_table
+    # One statement that creates the window's row or raises it, but only while
+    # used + quantity stays within the limit: exact under any concurrency, because the
+    # database checks the condition on the locked row.
+    return (
+        f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
+        f"SET used = {table}.used + excluded.used "
+        f"WHERE %s OR {table}.used + excluded.used <= %s "
+        "RETURNING used"
+    )
+
+
+def _event_sql() -> str:
+    table = UsageEvent._meta.db_table
+    return (
+        f"INSERT INTO {table} (user_id, primitive, quantity, occurred_at, recorded_at, "
+        "window_start, idempotency_key, fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (user_id, idempotency_key) WHERE NOT (idempotency_key = '') DO NOTHING "
+        "RETURNING id"
+    )
+
+
+def usage_reserve(
+    *,
+    user_id: Any,
+    primitive: str,
+    quantity: int,
+    window: Window,
+    limit: int | None,
+    occurred_at: datetime,
+    idempotency_key: str = "",
+    fingerprint: str = "",
+) -> Reservation:
+    """Record ``quantity`` of ``primitive`` for the tenant in ``window``, if it fits in
+    ``limit`` (None: unlimited). Raises ``QuotaExceeded``-ready ``UsageRefused`` when it does
+    not; answers the first reservation (``duplicate=True``) for a known idempotency key, or
+    raises ``Conflict`` when that key came with another body."""
+    if limit is not None and quantity > limit:
+        raise UsageRefused(used=usage_used(user_id=user_id, primitive=primitive, window=window))
+    adapt = connection.ops.adapt_datetimefield_value
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _event_sql(),
+                [
+                    user_id,
+                    primitive,
+                    quantity,
+                    adapt(occurred_at),
+                    adapt(timezone.now()),
+                    adapt(window.start),
+                    idempotency_key,
+                    fingerprint,
+                ],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return _replay(
+                    user_id=user_id, key=idempotency_key, fingerprint=fingerprint, limit=limit
+                )
+            event_id = row[0]
+            cursor.execute(
+                _counter_sql(),
+                [
+                    user_id,
+                    primitive,
+                    adapt(window.start),
+                    adapt(window.end),
+                    quantity,
+                    limit is None,
+                    limit or 0,
+                ],
+            )
+            counted = cursor.fetchone()
+            if counted is None:
+                raise _Refused
+    except _Refused:
+        raise UsageRefused(
+            used=usage_used(user_id=user_id, primitive=primitive, window=window)
+        ) from None
+    return Reservation(
+        event_id,
+        user_id,
+        primitive,
+        quantity,
+        window,
+        counted[0],
+        limit,
+        occurred_at,
+        idempotency_key,
+    )
+
+
+class UsageRefused(Exception):
+    """Over the limit; ``used`` is the window's usage as it stands."""
+
+    def __init__(self, *, used: int) -> None:
+        super().__init__(used)
+        self.used = used
+
+
+def _replay(*, user_id: Any, key: str, fingerprint: str, limit: int | None) -> Reservation:
+    event = UsageEvent.objects.get(user_id=user_id, idempotency_key=key)
+    if fingerprint and event.fingerprint and fingerprint != event.fingerprint:
+        raise Conflict({"idempotencyKey": [f"{key!r} was used before with a different request."]})
+    counter = UsageCounter.objects.get(
+        user_id=user_id, primitive=event.primitive, window_start=event.window_start
+    )
+    window = Window(counter.window_start, counter.window_end)
+    return Reservation(
+        event.pk,
+        user_id,
+        event.primitive,
+        event.quantity,
+        window,
+        counter.used,
+        limit,
+        event.occurred_at,
+        key,
+        duplicate=True,
+    )
+
+
+def usage_used(*, user_id: Any, primitive: str, window: Window) -> int:
+    used = (
+        UsageCounter.objects.filter(user_id=user_id, primitive=primitive, window_start=window.start)
+        .values_list("used", flat=True)
+        .first()
+    )
+    return used or 0
+
+
+def usage_refund(*, reservation: Reservation) -> None:
+    """Undo a reservation whose call failed: its event goes, its counter comes down."""
+    if reservation.duplicate:
+        return
+    with transaction.atomic():
+        deleted, _ = UsageEvent.objects.filter(pk=reservation.event_id).delete()
+        if deleted:
+            UsageCounter.objects.filter(
+                user_id=reservation.user_id,
+                primitive=reservation.primitive,
+                window_start=reservation.window.start,
+            ).update(used=F("used") - reservation.quantity)

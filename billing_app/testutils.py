@@ -1,9 +1,9 @@
 """Helpers for host projects' tests: give a user a plan and quotas in one line.
 
-    from billing_app.testutils import subscribe
+from billing_app.testutils import subscribe
 
-    def test_report_is_metered(user):
-        subscribe(user, quotas={"seo": 2})
+def test_report_is_metered(user):
+    subscribe(user, quotas={"seo": 2})
 """
 
 from __future__ import annotations
@@ -37,6 +37,4 @@ def subscribe(
     services.plan_upsert(
         key=key, name=key, account_kit_id=kit_key, quotas=dict(quotas or {}), period=period
     )
-    return services.subscription_set(
-        user=user, plan_key=key, status=status, **subscription_fields
-    )
+    return services.subscription_set(user=user, plan_key=key, status=status, **subscription_fields)

@@ -43,6 +43,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "billing_app.middleware.QuotaMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

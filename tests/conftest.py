@@ -43,3 +43,61 @@ def tenant(db):
 @pytest.fixture
 def tenant_token(tenant):
     return services.tenant_token_issue(user=tenant)[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _counters_equal_events(request):
+    """The ledger invariant, after every test that touched the database: each counter
+    equals the sum of its window's events."""
+    marker = request.node.get_closest_marker("django_db")
+    uses_db = marker is not None or {"db", "transactional_db"} & set(request.fixturenames)
+    if not uses_db:
+        yield
+        return
+    transactional = bool(marker and marker.kwargs.get("transaction")) or (
+        "transactional_db" in request.fixturenames
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    assert ledger_mismatches() == []
+
+
+def ledger_mismatches():
+    from django.db.models import OuterRef, Subquery, Sum
+    from django.db.models.functions import Coalesce
+
+    from billing_app.models import UsageCounter, UsageEvent
+
+    events = (
+        UsageEvent.objects.filter(
+            user_id=OuterRef("user_id"),
+            primitive=OuterRef("primitive"),
+            window_start=OuterRef("window_start"),
+        )
+        .order_by()
+        .values("user_id")
+        .annotate(total=Sum("quantity"))
+        .values("total")
+    )
+    counters = UsageCounter.objects.annotate(events=Coalesce(Subquery(events), 0))
+    mismatched = [
+        (c.user_id, c.primitive, c.window_start, c.used, c.events)
+        for c in counters
+        if c.used != c.events
+    ]
+    counted = set(UsageCounter.objects.values_list("user_id", "primitive", "window_start"))
+    orphans = [
+        key
+        for key in UsageEvent.objects.values_list("user_id", "primitive", "window_start").distinct()
+        if key not in counted
+    ]
+    return mismatched + orphans

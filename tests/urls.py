@@ -1,7 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from . import views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("demo/", include("project.demo.urls")),
+    path("test/seo-db-error/", views.seo_with_db_error),
+    path("test/seo-pages/", views.seo_pages),
+    path("test/reports/", views.ReportView.as_view()),
+    path("test/pages/", views.PagesView.as_view()),
+    path("test/report-set/", views.ReportViewSet.as_view({"get": "list", "post": "create"})),
     path("", include("billing_app.urls")),
 ]

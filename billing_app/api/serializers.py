@@ -118,9 +118,7 @@ class SubscriptionInputSerializer(serializers.Serializer):
     planKey = serializers.SlugField(max_length=64)
     status = serializers.ChoiceField(choices=SubscriptionStatus.values, required=False)
     stripeCustomerId = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    stripeSubscriptionId = serializers.CharField(
-        required=False, allow_blank=True, max_length=255
-    )
+    stripeSubscriptionId = serializers.CharField(required=False, allow_blank=True, max_length=255)
     currentPeriodStart = serializers.DateTimeField(required=False, allow_null=True)
     currentPeriodEnd = serializers.DateTimeField(required=False, allow_null=True)
     cancelAtPeriodEnd = serializers.BooleanField(required=False)
@@ -140,7 +138,7 @@ class SubscriptionSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
-    def get_accountKitId(self, subscription: Any) -> str | None:  # noqa: N802
+    def get_accountKitId(self, subscription: Any) -> str | None:
         return self.context.get("kit_key")
 
 
@@ -152,3 +150,78 @@ class UsageRollupSerializer(serializers.Serializer):
     periodEnd = serializers.DateTimeField(source="period_end")
     quotas = serializers.DictField(child=serializers.IntegerField())
     usage = serializers.DictField(child=serializers.IntegerField())
+
+
+# Metering
+
+
+primitive_field = serializers.RegexField(
+    r"^[a-z0-9][a-z0-9._-]*\Z",
+    max_length=64,
+    error_messages={"invalid": "A primitive is a slug such as 'seo' or 'email.send'."},
+)
+
+
+class UsageRecordInputSerializer(serializers.Serializer):
+    primitive = primitive_field
+    quantity = serializers.IntegerField(min_value=1, max_value=2**63 - 1, default=1)
+    idempotencyKey = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    timestamp = serializers.DateTimeField(required=False)
+    enforce = serializers.BooleanField(default=True)
+
+
+def reservation_data(reservation: Any) -> dict[str, Any]:
+    limit = reservation.limit
+    return {
+        "event": {
+            "id": reservation.event_id,
+            "primitive": reservation.primitive,
+            "quantity": reservation.quantity,
+            "timestamp": reservation.occurred_at,
+            "idempotencyKey": reservation.idempotency_key or None,
+        },
+        "usage": {
+            "used": reservation.used,
+            "limit": limit,
+            "remaining": None if limit is None else max(0, limit - reservation.used),
+            "windowStart": reservation.window.start,
+            "windowEnd": reservation.window.end,
+        },
+        "duplicate": reservation.duplicate,
+    }
+
+
+class UsageEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    primitive = serializers.CharField()
+    quantity = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+    idempotencyKey = serializers.CharField(allow_null=True)
+
+
+class WindowUsageSerializer(serializers.Serializer):
+    used = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+    remaining = serializers.IntegerField(allow_null=True)
+    windowStart = serializers.DateTimeField()
+    windowEnd = serializers.DateTimeField()
+
+
+class UsageRecordSerializer(serializers.Serializer):
+    event = UsageEventSerializer()
+    usage = WindowUsageSerializer()
+    duplicate = serializers.BooleanField()
+
+
+class CheckInputSerializer(serializers.Serializer):
+    primitive = primitive_field
+    quantity = serializers.IntegerField(min_value=1, max_value=2**63 - 1, default=1)
+
+
+class CheckSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField(allow_null=True)
+    limit = serializers.IntegerField(allow_null=True)
+    used = serializers.IntegerField()
+    remaining = serializers.IntegerField(allow_null=True)
+    resetsAt = serializers.DateTimeField(source="resets_at")

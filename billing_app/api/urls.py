@@ -15,6 +15,7 @@ endpoints = [
         name="user-subscription",
     ),
     path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
+    path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from .. import selectors, services
+from .. import enforcement, selectors, services
 from ..exceptions import NotFound
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
@@ -34,9 +34,12 @@ def extend_schema(**kwargs: Any) -> Any:
 def billing_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with field errors named as the client sent them (camelCase)."""
     response = exception_handler(exc, context)
-    if response is not None and isinstance(exc, ValidationError):
-        if isinstance(response.data, dict):
-            response.data = {s.camel_case(k): v for k, v in response.data.items()}
+    if (
+        response is not None
+        and isinstance(exc, ValidationError)
+        and isinstance(response.data, dict)
+    ):
+        response.data = {s.camel_case(k): v for k, v in response.data.items()}
     return response
 
 
@@ -146,3 +149,27 @@ class UsageView(OperatorAPIView):
     def get(self, request: Request, user_id: str) -> Response:
         rollup = selectors.usage_rollup(user=selectors.tenant_get(user_id=user_id))
         return Response(s.UsageRollupSerializer(rollup).data)
+
+    @extend_schema(
+        request=s.UsageRecordInputSerializer,
+        responses={201: s.UsageRecordSerializer, 200: s.UsageRecordSerializer},
+    )
+    def post(self, request: Request, user_id: str) -> Response:
+        user = selectors.tenant_get(user_id=user_id)
+        data = self.parse(s.UsageRecordInputSerializer, request.data)
+        data.setdefault("idempotency_key", request.headers.get("Idempotency-Key", ""))
+        reservation = enforcement.record(user=user, **data)
+        body = s.UsageRecordSerializer(s.reservation_data(reservation)).data
+        return Response(
+            body, status=status.HTTP_200_OK if reservation.duplicate else status.HTTP_201_CREATED
+        )
+
+
+class CheckView(OperatorAPIView):
+    @extend_schema(parameters=[s.CheckInputSerializer], responses=s.CheckSerializer)
+    def get(self, request: Request, user_id: str) -> Response:
+        user = selectors.tenant_get(user_id=user_id)
+        result = enforcement.check(
+            user=user, **self.parse(s.CheckInputSerializer, request.query_params)
+        )
+        return Response(s.CheckSerializer(result).data)

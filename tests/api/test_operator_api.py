@@ -25,7 +25,6 @@ from billing_app.models import (
     PlanQuota,
     Subscription,
     TenantToken,
-    UsageCounter,
 )
 
 from ..factories import AccountKitFactory, PlanFactory, SubscriptionFactory, UserFactory
@@ -602,6 +601,18 @@ def test_usage_of_a_tenant_without_subscription(api, tenant):
     assert parse_time(body["periodEnd"]) == window.end
 
 
+def record_usage(user, primitive, quantity, window):
+    """Usage as metering writes it: an event and its counter."""
+    services.usage_reserve(
+        user_id=user.pk,
+        primitive=primitive,
+        quantity=quantity,
+        window=window,
+        limit=None,
+        occurred_at=window.start,
+    )
+
+
 def test_usage_counts_the_current_window_only(api, tenant, pro):
     subscription = SubscriptionFactory(
         user=tenant, plan=pro, current_period_start=timezone.now() - timedelta(days=40)
@@ -612,13 +623,7 @@ def test_usage_counts_the_current_window_only(api, tenant, pro):
     )
 
     def counter(primitive, used, window=window, user=tenant):
-        UsageCounter.objects.create(
-            user=user,
-            primitive=primitive,
-            used=used,
-            window_start=window.start,
-            window_end=window.end,
-        )
+        record_usage(user, primitive, used, window)
 
     counter("seo", 42)
     counter("aeo", 3)
@@ -650,16 +655,10 @@ def test_usage_costs_the_same_queries_however_many_counters(api, tenant, pro):
             assert api.get(usage_url(tenant.pk)).status_code == 200
         return len(captured)
 
-    UsageCounter.objects.create(
-        user=tenant, primitive="seo", used=1, window_start=window.start, window_end=window.end
-    )
+    record_usage(tenant, "seo", 1, window)
     few = queries()
-    UsageCounter.objects.bulk_create(
-        UsageCounter(
-            user=tenant, primitive=f"p{i}", used=i, window_start=window.start, window_end=window.end
-        )
-        for i in range(30)
-    )
+    for i in range(30):
+        record_usage(tenant, f"p{i}", i + 1, window)
     assert queries() == few
 
 

@@ -1,8 +1,9 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing_app import services
+from billing_app.exceptions import InvalidInput
 
 
 class Command(BaseCommand):
@@ -12,7 +13,12 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help="What the key is for, e.g. 'backend'.")
 
     def handle(self, *args: Any, name: str, **options: Any) -> None:
-        operator_key, key = services.operator_key_create(name=name)
-        self.stderr.write(f"Operator key {operator_key.name!r} ({operator_key.prefix}). "
-                          "Store it now: only its hash is kept.")
+        try:
+            operator_key, key = services.operator_key_create(name=name)
+        except InvalidInput as error:
+            raise CommandError(error.detail) from None
+        self.stderr.write(
+            f"Operator key {operator_key.name!r} ({operator_key.prefix}). "
+            "Store it now: only its hash is kept."
+        )
         self.stdout.write(key)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ..enforcement import MeteredCall, Quantity, meter, refusal_headers, succeeded
+from ..exceptions import CallRefused
+
+
+class MeteredMixin:
+    """Meters a DRF view or viewset. Put it first among the bases::
+
+        class ReportViewSet(MeteredMixin, viewsets.ModelViewSet):
+            metered = {"create": "seo", "retrieve": "seo"}  # per action; or metered = "seo"
+            metered_quantity = 1  # or a callable of the request
+
+    The quota is reserved after DRF has authenticated the request and checked its
+    permissions, so every DRF authentication scheme (tenant tokens, operator keys with
+    X-Billing-User, sessions, your own) works.
+    """
+
+    metered: str | Mapping[str, str] | None = None
+    metered_quantity: Quantity = 1
+    billing_call: MeteredCall | None = None
+
+    def metered_primitive(self, request: Request) -> str | None:
+        if isinstance(self.metered, Mapping):
+            action = getattr(self, "action", None) or (request.method or "").lower()
+            return self.metered.get(action)
+        return self.metered
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        primitive = self.metered_primitive(request)
+        if primitive:
+            self.billing_call = meter(request, primitive=primitive, quantity=self.metered_quantity)
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        self.billing_call = None
+        try:
+            response: Response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            if self.billing_call is not None:
+                self.billing_call.finish(succeeded=False)
+            raise
+        if self.billing_call is not None:
+            self.billing_call.finish(succeeded=succeeded(response.status_code))
+            for name, value in self.billing_call.headers().items():
+                response[name] = value
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        if isinstance(exc, CallRefused):
+            for name, value in refusal_headers(exc).items():
+                response[name] = value
+        return response

@@ -1,0 +1,275 @@
+"""The one place that turns a request into reserve, then keep or refund.
+
+Every entry point (the middleware with ``@metered`` views, the DRF mixin, the usage API)
+calls :func:`meter` before the work and :meth:`MeteredCall.finish` after it. The checks run
+in this order: Account Kit (403), subscription status (402), kit rate limit (429), quota
+(``BILLING_QUOTA_EXCEEDED_STATUS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_ratelimit.core import get_usage
+from rest_framework.exceptions import PermissionDenied
+
+from . import selectors, services
+from .conf import billing_settings
+from .exceptions import (
+    CallRefused,
+    InvalidInput,
+    PrimitiveNotAllowed,
+    QuotaExceeded,
+    RateLimited,
+    SubscriptionInactive,
+    TenantRequired,
+)
+from .models import OperatorKey
+from .periods import Window
+from .selectors import Entitlement
+
+Quantity = int | Callable[[Any], int]
+
+
+def default_tenant_resolver(request: Any) -> Any:
+    """The signed-in tenant, or the tenant an operator key names in ``X-Billing-User``."""
+    acting_for = request.headers.get("X-Billing-User")
+    if isinstance(getattr(request, "auth", None), OperatorKey):
+        if not acting_for:
+            raise TenantRequired(
+                "An operator key must name the tenant it acts for in X-Billing-User."
+            )
+        return selectors.tenant_get(user_id=acting_for)
+    if acting_for:
+        raise PermissionDenied("Only an operator key may act for a tenant (X-Billing-User).")
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+def resolve_tenant(request: Any) -> Any:
+    user = import_string(billing_settings.TENANT_RESOLVER)(request)
+    if user is None:
+        raise TenantRequired("A metered call needs an authenticated tenant.")
+    return user
+
+
+@dataclass
+class MeteredCall:
+    primitive: str
+    reservation: services.Reservation
+    settled: bool = False
+
+    def finish(self, *, succeeded: bool) -> None:
+        """Keep the usage of a call that succeeded; refund one that failed. Once."""
+        if self.settled:
+            return
+        self.settled = True
+        if not succeeded:
+            services.usage_refund(reservation=self.reservation)
+
+    def headers(self) -> dict[str, str]:
+        reservation = self.reservation
+        if reservation.limit is None:
+            return {}
+        return quota_headers(
+            primitive=self.primitive,
+            limit=reservation.limit,
+            used=reservation.used,
+            window=reservation.window,
+        )
+
+
+def quota_headers(*, primitive: str, limit: int, used: int, window: Window) -> dict[str, str]:
+    """The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-09)."""
+    now = timezone.now()
+    width = int((window.end - window.start).total_seconds())
+    reset = max(0, math.ceil((window.end - now).total_seconds()))
+    return {
+        "RateLimit-Policy": f'"{primitive}";q={limit};w={width}',
+        "RateLimit": f'"{primitive}";r={max(0, limit - used)};t={reset}',
+    }
+
+
+def admit(*, entitlement: Entitlement, primitive: str, at: datetime, count_rate: bool) -> None:
+    """The checks that come before the quota: kit, subscription status, kit rate limit.
+
+    Raises the matching ``CallRefused``. With ``count_rate`` the call counts towards the
+    rate limit; without, the limit is only read (for ``check``).
+    """
+    kit = entitlement.kit
+    if kit is not None and primitive not in kit:
+        raise PrimitiveNotAllowed(
+            f"{primitive} is not in this tenant's Account Kit.", primitive=primitive
+        )
+    inactive = entitlement.inactive_reason(at)
+    if inactive:
+        raise SubscriptionInactive(inactive, primitive=primitive)
+    rate = kit.get(primitive) if kit else None
+    if rate is not None:
+        usage = get_usage(
+            None,
+            group=f"billing:{primitive}",
+            key=lambda group, request: str(entitlement.user_id),
+            rate=f"{rate}/m",
+            increment=count_rate,
+        )
+        if usage["should_limit"] if count_rate else usage["count"] >= rate:
+            raise RateLimited(
+                f"More than {rate} calls of {primitive} per minute.",
+                primitive=primitive,
+                wait=max(1, usage["time_left"]),
+                usage={"current": usage["count"], "limit": rate},
+            )
+
+
+def quota_refusal(
+    *, entitlement: Entitlement, primitive: str, used: int, limit: int, window: Window
+) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"The {primitive} quota for this {entitlement.period} ({limit}) is used up.",
+        status_code=billing_settings.QUOTA_EXCEEDED_STATUS,
+        primitive=primitive,
+        usage={"current": used, "limit": limit},
+        resetsAt=window.end.isoformat().replace("+00:00", "Z"),
+        wait=max(1, math.ceil((window.end - timezone.now()).total_seconds())),
+    )
+
+
+def meter(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCall:
+    """Decide and reserve a metered call of ``request``; raises ``CallRefused`` (or
+    ``TenantRequired``) when it may not run. The caller runs the work, then ``finish``."""
+    user = resolve_tenant(request)
+    amount = quantity(request) if callable(quantity) else quantity
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+        raise InvalidInput(
+            {"quantity": [f"A quantity must be a positive integer, not {amount!r}."]}
+        )
+    at = timezone.now()
+    entitlement = selectors.entitlement_for(user_id=user.pk)
+    admit(entitlement=entitlement, primitive=primitive, at=at, count_rate=True)
+    limit = entitlement.quotas.get(primitive) if entitlement.limited else None
+    window = entitlement.window(at)
+    try:
+        reservation = services.usage_reserve(
+            user_id=user.pk,
+            primitive=primitive,
+            quantity=amount,
+            window=window,
+            limit=limit,
+            occurred_at=at,
+        )
+    except services.UsageRefused as refused:
+        assert limit is not None
+        raise quota_refusal(
+            entitlement=entitlement,
+            primitive=primitive,
+            used=refused.used,
+            limit=limit,
+            window=window,
+        ) from None
+    return MeteredCall(primitive=primitive, reservation=reservation)
+
+
+def refusal_headers(error: CallRefused) -> dict[str, str]:
+    headers = {}
+    if error.wait:
+        headers["Retry-After"] = str(error.wait)
+    usage = error.detail.get("usage") if isinstance(error.detail, dict) else None
+    if isinstance(error, QuotaExceeded) and usage:
+        headers["RateLimit"] = f'"{error.detail["primitive"]}";r=0;t={error.wait}'
+    return headers
+
+
+def succeeded(status_code: int) -> bool:
+    return 200 <= status_code < 400
+
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def record(
+    *,
+    user: Any,
+    primitive: str,
+    quantity: int,
+    idempotency_key: str = "",
+    timestamp: datetime | None = None,
+    enforce: bool = True,
+) -> services.Reservation:
+    """Record usage reported through the API, in the window ``timestamp`` falls in.
+
+    With ``enforce`` it is refused as a metered call would be (kit, status, quota; not the
+    per-minute rate, which is about live calls); without, it is recorded even past the
+    quota (overage). A known idempotency key answers the first result.
+    """
+    now = timezone.now()
+    at = timestamp or now
+    if at < now - billing_settings.LATE_USAGE_WINDOW:
+        raise InvalidInput(
+            {"timestamp": [f"Usage older than {billing_settings.LATE_USAGE_WINDOW} is refused."]}
+        )
+    if at > now + FUTURE_TOLERANCE:
+        raise InvalidInput({"timestamp": ["Usage may not be more than 5 minutes ahead."]})
+    entitlement = selectors.entitlement_for(user_id=user.pk)
+    limit = entitlement.quotas.get(primitive) if entitlement.limited and enforce else None
+    if enforce:
+        admit(entitlement=entitlement, primitive=primitive, at=now, count_rate=False)
+    window = entitlement.window(at)
+    fingerprint = hashlib.sha256(
+        f"{primitive}|{quantity}|{timestamp.isoformat() if timestamp else ''}".encode()
+    ).hexdigest()
+    try:
+        return services.usage_reserve(
+            user_id=user.pk,
+            primitive=primitive,
+            quantity=quantity,
+            window=window,
+            limit=limit,
+            occurred_at=at,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+    except services.UsageRefused as refused:
+        assert limit is not None
+        raise quota_refusal(
+            entitlement=entitlement,
+            primitive=primitive,
+            used=refused.used,
+            limit=limit,
+            window=window,
+        ) from None
+
+
+@dataclass(frozen=True)
+class Check:
+    allowed: bool
+    reason: str | None
+    limit: int | None
+    used: int
+    remaining: int | None
+    resets_at: datetime
+
+
+def check(*, user: Any, primitive: str, quantity: int = 1) -> Check:
+    """Would a call of ``quantity`` be admitted now? Consumes nothing."""
+    now = timezone.now()
+    entitlement = selectors.entitlement_for(user_id=user.pk)
+    window = entitlement.window(now)
+    used = services.usage_used(user_id=user.pk, primitive=primitive, window=window)
+    limit = entitlement.quotas.get(primitive) if entitlement.limited else None
+    remaining = None if limit is None else max(0, limit - used)
+    reason = None
+    try:
+        admit(entitlement=entitlement, primitive=primitive, at=now, count_rate=False)
+    except CallRefused as refused:
+        reason = refused.error
+    if reason is None and remaining is not None and quantity > remaining:
+        reason = "rate_limited"
+    return Check(reason is None, reason, limit, used, remaining, window.end)

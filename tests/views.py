@@ -1,0 +1,107 @@
+"""Views that exist only for the tests: metered views that fail in ways the demo views
+cannot (database errors), take a quantity from the request, or go through DRF."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import DatabaseError, connection, transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_app.api.authentication import OperatorKeyAuthentication, TenantTokenAuthentication
+from billing_app.api.mixins import MeteredMixin
+from billing_app.decorators import metered
+
+
+def pages_of(request) -> int:
+    """The quantity of a call: ``{"pages": n}`` in the JSON body (DRF or plain), default 1."""
+    data = getattr(request, "data", None)
+    if data is None:
+        data = json.loads(request.body or b"{}")
+    return data.get("pages", 1)
+
+
+@csrf_exempt
+@metered("seo")
+def seo_with_db_error(request: HttpRequest) -> JsonResponse:
+    """Runs invalid SQL. ``?atomic=0`` runs it outside ``transaction.atomic()``;
+    ``?catch=1`` answers 503 instead of letting the ``DatabaseError`` escape."""
+    try:
+        if request.GET.get("atomic") == "0":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT no_such_column FROM no_such_table")
+        else:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT no_such_column FROM no_such_table")
+    except DatabaseError:
+        if request.GET.get("catch") == "1":
+            return JsonResponse({"ok": False}, status=503)
+        raise
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+@metered("seo", quantity=pages_of)
+def seo_pages(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+def _drf_answer(request: Request) -> Response:
+    """``{"fail": "status"}`` answers 503, ``"validation"`` raises a 400, ``"exception"``
+    raises an unhandled error."""
+    fail = request.data.get("fail")
+    if fail == "status":
+        return Response({"ok": False}, status=503)
+    if fail == "validation":
+        raise ValidationError({"fail": ["asked to fail"]})
+    if fail == "exception":
+        raise RuntimeError("asked to fail")
+    return Response({"ok": True})
+
+
+class DRFView(APIView):
+    authentication_classes = [OperatorKeyAuthentication, TenantTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+class ReportView(MeteredMixin, DRFView):
+    """POST is metered on seo (per-method mapping); GET is not."""
+
+    metered = {"post": "seo"}
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+    def post(self, request: Request) -> Response:
+        return _drf_answer(request)
+
+
+class PagesView(MeteredMixin, DRFView):
+    """The quantity is a callable of the request, assigned as the docstring shows."""
+
+    metered = "seo"
+    metered_quantity = pages_of
+
+    def post(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class ReportViewSet(MeteredMixin, viewsets.ViewSet):
+    """Per-action mapping: ``create`` is metered on aeo, ``list`` is not."""
+
+    authentication_classes = [OperatorKeyAuthentication, TenantTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+    metered = {"create": "aeo"}
+
+    def list(self, request: Request) -> Response:
+        return Response([])
+
+    def create(self, request: Request) -> Response:
+        return _drf_answer(request)
