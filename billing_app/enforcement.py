@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 from django_ratelimit.core import get_usage
 from rest_framework.exceptions import PermissionDenied
@@ -222,9 +225,7 @@ def record(
     if enforce:
         admit(entitlement=entitlement, primitive=primitive, at=now, count_rate=False)
     window = entitlement.window(at)
-    fingerprint = hashlib.sha256(
-        f"{primitive}|{quantity}|{timestamp.isoformat() if timestamp else ''}".encode()
-    ).hexdigest()
+    fingerprint = _fingerprint(primitive, quantity, timestamp.isoformat() if timestamp else None)
     try:
         return services.usage_reserve(
             user_id=user.pk,
@@ -273,3 +274,80 @@ def check(*, user: Any, primitive: str, quantity: int = 1) -> Check:
     if reason is None and remaining is not None and quantity > remaining:
         reason = "rate_limited"
     return Check(reason is None, reason, limit, used, remaining, window.end)
+
+
+BATCH_LIMIT = 1000
+_PRIMITIVE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+
+
+def ingest(*, events: list[Any]) -> list[dict[str, Any]]:
+    """Record a batch of reported usage (``POST /v1/usage/events``): one result per event,
+    in order. A bad event fails alone with its field errors; the good ones land together.
+    Validated by hand rather than with a serializer per event: this is the bulk path."""
+    now = timezone.now()
+    user_ids = {e.get("userId") for e in events if isinstance(e, dict)}
+    known_users = set(
+        get_user_model()
+        ._default_manager.filter(pk__in=[u for u in user_ids if isinstance(u, int)])
+        .values_list("pk", flat=True)
+    )
+    parsed: list[services.IngestItem | dict[str, list[str]]] = [
+        _ingest_item(event, now=now, known_users=known_users) for event in events
+    ]
+    items = [item for item in parsed if isinstance(item, services.IngestItem)]
+    outcomes = iter(services.usage_ingest(items=items))
+    results = []
+    for index, item in enumerate(parsed):
+        if isinstance(item, dict):
+            results.append({"index": index, "status": "invalid", "errors": item})
+            continue
+        outcome, event_id = next(outcomes)
+        result: dict[str, Any] = {"index": index, "status": outcome, "id": event_id}
+        if outcome == "conflict":
+            result["errors"] = {"idempotencyKey": ["Used before with a different event."]}
+        results.append(result)
+    return results
+
+
+def _ingest_item(
+    event: Any, *, now: datetime, known_users: set[Any]
+) -> services.IngestItem | dict[str, list[str]]:
+    if not isinstance(event, dict):
+        return {"event": ["An event is a JSON object."]}
+    errors: dict[str, list[str]] = {}
+    user_id, primitive = event.get("userId"), event.get("primitive")
+    quantity, key = event.get("quantity", 1), event.get("idempotencyKey") or ""
+    if user_id not in known_users:
+        errors["userId"] = [f"No user with id {user_id!r}."]
+    if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
+        errors["primitive"] = ["A primitive is a slug such as 'seo' or 'email.send'."]
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity < 2**63:
+        errors["quantity"] = ["A quantity is a positive integer."]
+    if not isinstance(key, str) or len(key) > 255:
+        errors["idempotencyKey"] = ["An idempotency key is a string of at most 255 characters."]
+    raw_time = event.get("timestamp")
+    at = now
+    if raw_time is not None:
+        parsed = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+        if parsed is None or parsed.tzinfo is None:
+            errors["timestamp"] = ["An ISO 8601 date-time with a time zone."]
+        elif not now - billing_settings.LATE_USAGE_WINDOW <= parsed <= now + FUTURE_TOLERANCE:
+            errors["timestamp"] = ["Outside the late-usage window or in the future."]
+        else:
+            at = parsed
+    if errors:
+        return errors
+    entitlement = selectors.entitlement_for(user_id=user_id)
+    return services.IngestItem(
+        user_id=user_id,
+        primitive=primitive,
+        quantity=quantity,
+        occurred_at=at,
+        window=entitlement.window(at),
+        idempotency_key=key,
+        fingerprint=_fingerprint(primitive, quantity, raw_time),
+    )
+
+
+def _fingerprint(primitive: str, quantity: int, timestamp: Any) -> str:
+    return hashlib.sha256(f"{primitive}|{quantity}|{timestamp or ''}".encode()).hexdigest()

@@ -459,3 +459,105 @@ def usage_refund(*, reservation: Reservation) -> None:
                 primitive=reservation.primitive,
                 window_start=reservation.window.start,
             ).update(used=F("used") - reservation.quantity)
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One valid event of a batch, ready to write."""
+
+    user_id: Any
+    primitive: str
+    quantity: int
+    occurred_at: datetime
+    window: Window
+    idempotency_key: str
+    fingerprint: str
+
+
+def usage_ingest(*, items: list[IngestItem]) -> list[tuple[str, int]]:
+    """Write a batch of reported usage: one statement for the events, one for the counters,
+    in one transaction. Answers ("created" | "duplicate" | "conflict", event id) per item,
+    in order. Reported usage is recorded whatever the quota (overage): it already happened.
+    """
+    if not items:
+        return []
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
+    events = UsageEvent._meta.db_table
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
+    params: list[Any] = []
+    for item in items:
+        params += [
+            item.user_id,
+            item.primitive,
+            item.quantity,
+            adapt(item.occurred_at),
+            now,
+            adapt(item.window.start),
+            item.idempotency_key,
+            item.fingerprint,
+        ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {events} (user_id, primitive, quantity, occurred_at, recorded_at, "
+            f"window_start, idempotency_key, fingerprint) VALUES {rows} "
+            "ON CONFLICT (user_id, idempotency_key) WHERE NOT (idempotency_key = '') "
+            "DO NOTHING RETURNING id, user_id, idempotency_key",
+            params,
+        )
+        returned = cursor.fetchall()
+        # Keyed rows are matched by key; unkeyed ones come back in the order sent, as
+        # Django's bulk_create also relies on.
+        keyed = {(user_id, key): pk for pk, user_id, key in returned if key}
+        unkeyed = iter(pk for pk, _, key in returned if not key)
+        results: list[tuple[str, int]] = []
+        inserted: list[IngestItem] = []
+        replays: list[int] = []
+        for index, item in enumerate(items):
+            if not item.idempotency_key:
+                results.append(("created", next(unkeyed)))
+                inserted.append(item)
+            elif (pk := keyed.pop((item.user_id, item.idempotency_key), None)) is not None:
+                results.append(("created", pk))
+                inserted.append(item)
+            else:
+                results.append(("duplicate", 0))
+                replays.append(index)
+        if replays:
+            known = {
+                (e.user_id, e.idempotency_key): e
+                for e in UsageEvent.objects.filter(
+                    user_id__in={items[i].user_id for i in replays},
+                    idempotency_key__in={items[i].idempotency_key for i in replays},
+                ).only("id", "user_id", "idempotency_key", "fingerprint")
+            }
+            for index in replays:
+                item = items[index]
+                first = known[(item.user_id, item.idempotency_key)]
+                same = first.fingerprint == item.fingerprint
+                results[index] = ("duplicate" if same else "conflict", first.pk)
+        _counters_add(inserted)
+    return results
+
+
+def _counters_add(items: list[IngestItem]) -> None:
+    totals: dict[tuple[Any, str, datetime, datetime], int] = {}
+    for item in items:
+        key = (item.user_id, item.primitive, item.window.start, item.window.end)
+        totals[key] = totals.get(key, 0) + item.quantity
+    if not totals:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    table = UsageCounter._meta.db_table
+    params: list[Any] = []
+    # Sorted, so concurrent batches lock shared counter rows in the same order.
+    for (user_id, primitive, start, end), used in sorted(totals.items()):
+        params += [user_id, primitive, adapt(start), adapt(end), used]
+    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(totals))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
+            f"VALUES {rows} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
+            f"SET used = {table}.used + excluded.used",
+            params,
+        )

@@ -225,3 +225,28 @@ class CheckSerializer(serializers.Serializer):
     used = serializers.IntegerField()
     remaining = serializers.IntegerField(allow_null=True)
     resetsAt = serializers.DateTimeField(source="resets_at")
+
+
+class UsageBatchEventSerializer(serializers.Serializer):
+    userId = serializers.IntegerField()
+    primitive = primitive_field
+    quantity = serializers.IntegerField(min_value=1, default=1)
+    idempotencyKey = serializers.CharField(required=False)
+    timestamp = serializers.DateTimeField(required=False)
+
+
+class UsageBatchInputSerializer(serializers.Serializer):
+    """For the schema only: the batch is validated by hand, event by event."""
+
+    events = UsageBatchEventSerializer(many=True)
+
+
+class UsageBatchResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(["created", "duplicate", "conflict", "invalid"])
+    id = serializers.IntegerField(required=False)
+    errors = serializers.DictField(required=False)
+
+
+class UsageBatchSerializer(serializers.Serializer):
+    results = UsageBatchResultSerializer(many=True)

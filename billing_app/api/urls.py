@@ -6,6 +6,7 @@ from . import views
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
+    path("usage/events", views.UsageEventsView.as_view(), name="usage-events"),
     path("users", views.TenantCreateView.as_view(), name="users"),
     path("users/<str:user_id>", views.TenantDetailView.as_view(), name="user"),
     path("users/<str:user_id>/tokens", views.TenantTokenView.as_view(), name="user-tokens"),

@@ -173,3 +173,14 @@ class CheckView(OperatorAPIView):
             user=user, **self.parse(s.CheckInputSerializer, request.query_params)
         )
         return Response(s.CheckSerializer(result).data)
+
+
+class UsageEventsView(OperatorAPIView):
+    """Batch ingestion of reported usage: up to 1,000 events, one result each, in order."""
+
+    @extend_schema(request=s.UsageBatchInputSerializer, responses=s.UsageBatchSerializer)
+    def post(self, request: Request) -> Response:
+        events = request.data.get("events") if isinstance(request.data, dict) else None
+        if not isinstance(events, list) or not 0 < len(events) <= enforcement.BATCH_LIMIT:
+            raise ValidationError({"events": [f"A list of 1 to {enforcement.BATCH_LIMIT} events."]})
+        return Response({"results": enforcement.ingest(events=events)})

@@ -1,2 +1,0 @@
-def test_plans_list_empty(api):
-    assert api.get("/v1/plans").json() == []
