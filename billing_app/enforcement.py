@@ -8,6 +8,7 @@ in this order: Account Kit (403), subscription status (402), kit rate limit (429
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -100,11 +101,11 @@ def quota_headers(*, primitive: str, limit: int, used: int, window: Window) -> d
     }
 
 
-def admit(*, entitlement: Entitlement, primitive: str, at: datetime, count_rate: bool) -> None:
+def admit(*, entitlement: Entitlement, primitive: str, at: datetime, rate: str = "count") -> None:
     """The checks that come before the quota: kit, subscription status, kit rate limit.
 
-    Raises the matching ``CallRefused``. With ``count_rate`` the call counts towards the
-    rate limit; without, the limit is only read (for ``check``).
+    Raises the matching ``CallRefused``. ``rate`` is "count" (the call counts towards the
+    per-minute limit), "peek" (the limit is only read, for ``check``) or "ignore".
     """
     kit = entitlement.kit
     if kit is not None and primitive not in kit:
@@ -114,21 +115,22 @@ def admit(*, entitlement: Entitlement, primitive: str, at: datetime, count_rate:
     inactive = entitlement.inactive_reason(at)
     if inactive:
         raise SubscriptionInactive(inactive, primitive=primitive)
-    rate = kit.get(primitive) if kit else None
-    if rate is not None:
+    per_minute = kit.get(primitive) if kit else None
+    if per_minute is not None and rate != "ignore":
+        counting = rate == "count"
         usage = get_usage(
             None,
             group=f"billing:{primitive}",
             key=lambda group, request: str(entitlement.user_id),
-            rate=f"{rate}/m",
-            increment=count_rate,
+            rate=f"{per_minute}/m",
+            increment=counting,
         )
-        if usage["should_limit"] if count_rate else usage["count"] >= rate:
+        if usage["should_limit"] if counting else usage["count"] >= per_minute:
             raise RateLimited(
-                f"More than {rate} calls of {primitive} per minute.",
+                f"More than {per_minute} calls of {primitive} per minute.",
                 primitive=primitive,
                 wait=max(1, usage["time_left"]),
-                usage={"current": usage["count"], "limit": rate},
+                usage={"current": usage["count"], "limit": per_minute},
             )
 
 
@@ -156,7 +158,7 @@ def meter(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCal
         )
     at = timezone.now()
     entitlement = selectors.entitlement_for(user_id=user.pk)
-    admit(entitlement=entitlement, primitive=primitive, at=at, count_rate=True)
+    admit(entitlement=entitlement, primitive=primitive, at=at)
     limit = entitlement.quotas.get(primitive) if entitlement.limited else None
     window = entitlement.window(at)
     try:
@@ -221,13 +223,14 @@ def record(
     if at > now + FUTURE_TOLERANCE:
         raise InvalidInput({"timestamp": ["Usage may not be more than 5 minutes ahead."]})
     entitlement = selectors.entitlement_for(user_id=user.pk)
-    limit = entitlement.quotas.get(primitive) if entitlement.limited and enforce else None
+    quota = entitlement.quotas.get(primitive) if entitlement.limited else None
+    limit = quota if enforce else None
     if enforce:
-        admit(entitlement=entitlement, primitive=primitive, at=now, count_rate=False)
+        admit(entitlement=entitlement, primitive=primitive, at=now, rate="ignore")
     window = entitlement.window(at)
     fingerprint = _fingerprint(primitive, quantity, timestamp.isoformat() if timestamp else None)
     try:
-        return services.usage_reserve(
+        reservation = services.usage_reserve(
             user_id=user.pk,
             primitive=primitive,
             quantity=quantity,
@@ -246,6 +249,8 @@ def record(
             limit=limit,
             window=window,
         ) from None
+    # Unenforced usage still reports the quota it is measured against.
+    return dataclasses.replace(reservation, limit=quota)
 
 
 @dataclass(frozen=True)
@@ -268,7 +273,7 @@ def check(*, user: Any, primitive: str, quantity: int = 1) -> Check:
     remaining = None if limit is None else max(0, limit - used)
     reason = None
     try:
-        admit(entitlement=entitlement, primitive=primitive, at=now, count_rate=False)
+        admit(entitlement=entitlement, primitive=primitive, at=now, rate="peek")
     except CallRefused as refused:
         reason = refused.error
     if reason is None and remaining is not None and quantity > remaining:

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -322,7 +322,8 @@ def _counter_sql() -> str:
         "VALUES (%s, %s, %s, %s, %s) "
         "ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
         f"SET used = {table}.used + excluded.used "
-        f"WHERE %s OR {table}.used + excluded.used <= %s "
+        f"WHERE (%s OR {table}.used + excluded.used <= %s) "
+        f"AND {table}.used <= {MAX_BIGINT} - excluded.used "
         "RETURNING used"
     )
 
@@ -392,9 +393,10 @@ def usage_reserve(
             if counted is None:
                 raise _Refused
     except _Refused:
-        raise UsageRefused(
-            used=usage_used(user_id=user_id, primitive=primitive, window=window)
-        ) from None
+        used = usage_used(user_id=user_id, primitive=primitive, window=window)
+        if used > MAX_BIGINT - quantity:
+            raise _invalid("quantity", "The window's counter cannot hold that much more.") from None
+        raise UsageRefused(used=used) from None
     return Reservation(
         event_id,
         user_id,
@@ -554,10 +556,13 @@ def _counters_add(items: list[IngestItem]) -> None:
     for (user_id, primitive, start, end), used in sorted(totals.items()):
         params += [user_id, primitive, adapt(start), adapt(end), used]
     rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(totals))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
-            f"VALUES {rows} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
-            f"SET used = {table}.used + excluded.used",
-            params,
-        )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
+                f"VALUES {rows} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
+                f"SET used = {table}.used + excluded.used",
+                params,
+            )
+    except (DataError, OverflowError):
+        raise _invalid("events", "A counter cannot hold that much more usage.") from None

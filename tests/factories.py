@@ -21,7 +21,7 @@ class AccountKitFactory(factory.django.DjangoModelFactory):
     name = factory.LazyAttribute(lambda kit: kit.key.title())
 
     @factory.post_generation
-    def allow(kit, create, extracted, **kwargs):  # noqa: N805
+    def allow(kit, create, extracted, **kwargs):
         """``AccountKitFactory(allow={"seo": None, "aeo": 60})``: primitives and rates."""
         for primitive, rate in (extracted or {}).items():
             models.KitPrimitive.objects.create(kit=kit, primitive=primitive, rate_per_minute=rate)
@@ -37,7 +37,7 @@ class PlanFactory(factory.django.DjangoModelFactory):
     period = "month"
 
     @factory.post_generation
-    def limits(plan, create, extracted, **kwargs):  # noqa: N805
+    def limits(plan, create, extracted, **kwargs):
         """``PlanFactory(limits={"seo": 10})``: the plan's quotas."""
         for primitive, limit in (extracted or {}).items():
             models.PlanQuota.objects.create(plan=plan, primitive=primitive, limit=limit)

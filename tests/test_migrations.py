@@ -27,12 +27,20 @@ def test_migrate_runs_on_a_fresh_postgresql_database():
         env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
         migrate = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--no-input"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert migrate.returncode == 0, migrate.stderr
         shown = subprocess.run(
             [sys.executable, "manage.py", "showmigrations", "billing_app"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert "[X] 0001_initial" in shown.stdout
         assert "[ ]" not in shown.stdout

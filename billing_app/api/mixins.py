@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,11 @@ class MeteredMixin:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         primitive = self.metered_primitive(request)
         if primitive:
-            self.billing_call = meter(request, primitive=primitive, quantity=self.metered_quantity)
+            # Read unbound: a function set on the class would otherwise get ``self``.
+            quantity = inspect.getattr_static(self, "metered_quantity")
+            if isinstance(quantity, staticmethod):
+                quantity = quantity.__func__
+            self.billing_call = meter(request, primitive=primitive, quantity=quantity)
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Response:
         self.billing_call = None
