@@ -160,15 +160,32 @@ def meter(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCal
     entitlement = selectors.entitlement_for(user_id=user.pk)
     admit(entitlement=entitlement, primitive=primitive, at=at)
     limit = entitlement.quotas.get(primitive) if entitlement.limited else None
+    reservation = _reserve(
+        entitlement=entitlement, primitive=primitive, quantity=amount, at=at, limit=limit
+    )
+    return MeteredCall(primitive=primitive, reservation=reservation)
+
+
+def _reserve(
+    *,
+    entitlement: Entitlement,
+    primitive: str,
+    quantity: int,
+    at: datetime,
+    limit: int | None,
+    **idempotency: str,
+) -> services.Reservation:
+    """Reserve in the window of ``at``; over ``limit`` becomes the contract's refusal."""
     window = entitlement.window(at)
     try:
-        reservation = services.usage_reserve(
-            user_id=user.pk,
+        return services.usage_reserve(
+            user_id=entitlement.user_id,
             primitive=primitive,
-            quantity=amount,
+            quantity=quantity,
             window=window,
             limit=limit,
             occurred_at=at,
+            **idempotency,
         )
     except services.UsageRefused as refused:
         assert limit is not None
@@ -179,7 +196,6 @@ def meter(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCal
             limit=limit,
             window=window,
         ) from None
-    return MeteredCall(primitive=primitive, reservation=reservation)
 
 
 def refusal_headers(error: CallRefused) -> dict[str, str]:
@@ -227,28 +243,15 @@ def record(
     limit = quota if enforce else None
     if enforce:
         admit(entitlement=entitlement, primitive=primitive, at=now, rate="ignore")
-    window = entitlement.window(at)
-    fingerprint = _fingerprint(primitive, quantity, timestamp.isoformat() if timestamp else None)
-    try:
-        reservation = services.usage_reserve(
-            user_id=user.pk,
-            primitive=primitive,
-            quantity=quantity,
-            window=window,
-            limit=limit,
-            occurred_at=at,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-        )
-    except services.UsageRefused as refused:
-        assert limit is not None
-        raise quota_refusal(
-            entitlement=entitlement,
-            primitive=primitive,
-            used=refused.used,
-            limit=limit,
-            window=window,
-        ) from None
+    reservation = _reserve(
+        entitlement=entitlement,
+        primitive=primitive,
+        quantity=quantity,
+        at=at,
+        limit=limit,
+        idempotency_key=idempotency_key,
+        fingerprint=_fingerprint(primitive, quantity, timestamp.isoformat() if timestamp else None),
+    )
     # Unenforced usage still reports the quota it is measured against.
     return dataclasses.replace(reservation, limit=quota)
 
