@@ -1,0 +1,340 @@
+"""What every benchmark needs: a throwaway PostgreSQL, one migrate, gunicorn with 2 workers,
+and a load generator that runs in a separate process.
+
+A benchmark script calls ``start()`` (PostgreSQL, environment, migrate, ``django.setup()``),
+creates its data with the app's services or SQL, then ``start_gunicorn()``, and for each
+measurement ``spawn_load(__file__, spec)``: that runs the script again as
+``script --load <spec as JSON>``, whose ``main`` hands the spec to ``load_child`` with a
+function building its requests. The child prints one JSON object, which ``spawn_load``
+returns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+SETTINGS = "benchmarks.settings"
+WORKERS = 2
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_pg(*args: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+
+def pg_bin() -> str:
+    for directory in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.access(f"{directory}/initdb", os.X_OK):
+            return directory
+    sys.exit("PostgreSQL not found: install the Debian package postgresql (see scripts/test).")
+
+
+def start_postgres() -> str:
+    """A durability-off server in a temporary directory; returns its DATABASE_URL."""
+    bindir = pg_bin()
+    pgdir = tempfile.mkdtemp(prefix="billing-bench-pg.")
+    if os.geteuid() == 0:
+        shutil.chown(pgdir, "postgres")
+    port = free_port()
+
+    def stop() -> None:
+        subprocess.run(
+            as_pg(f"{bindir}/pg_ctl", "-D", f"{pgdir}/data", "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(pgdir, ignore_errors=True)
+
+    atexit.register(stop)
+    subprocess.run(
+        as_pg(
+            f"{bindir}/initdb",
+            "-D",
+            f"{pgdir}/data",
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c max_connections=300"
+    )
+    subprocess.run(
+        as_pg(
+            f"{bindir}/pg_ctl",
+            "-D",
+            f"{pgdir}/data",
+            "-l",
+            f"{pgdir}/log",
+            "-w",
+            "-o",
+            options,
+            "start",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_pg(
+            f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "billing"
+        ),
+        check=True,
+    )
+    return f"postgres://postgres@127.0.0.1:{port}/billing"
+
+
+def start(*, count_queries: bool = False) -> None:
+    """PostgreSQL, the environment gunicorn inherits, one migrate, then ``django.setup()``
+    in this process so the script can create its data. With ``count_queries`` the served
+    responses carry ``X-Bench-Queries`` (benchmarks/middleware.py)."""
+    os.chdir(ROOT)
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    os.environ["DATABASE_URL"] = start_postgres()
+    os.environ["DEBUG"] = "False"
+    if count_queries:
+        os.environ["BENCH_COUNT_QUERIES"] = "1"
+    print("Migrating (dj-stripe takes about a minute)...", flush=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
+    import django
+
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+
+
+def close_connections() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
+def start_gunicorn() -> int:
+    """gunicorn with ``WORKERS`` sync workers on a free port; returns the port."""
+    close_connections()
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            GUNICORN,
+            "-w",
+            str(WORKERS),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "project.wsgi",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+
+    atexit.register(stop)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return port
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("gunicorn did not start")
+
+
+def sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement on the benchmark database from the script's process."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+# --- load generator (runs in its own process) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# (connection index, request number on that connection) -> the request to send
+RequestFor = Callable[[int, int], Request]
+# (response, body) -> counts to add to the result's "counts"
+Inspect = Callable[[http.client.HTTPResponse, bytes], dict[str, int]]
+
+
+def drive(
+    port: int,
+    request_for: RequestFor,
+    *,
+    connections: int,
+    seconds: float = 0.0,
+    warmup: float = 0.0,
+    per_connection: int | None = None,
+    inspect: Inspect | None = None,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Each thread sends requests in a loop on one connection, reconnecting when the server
+    closes it (gunicorn's sync workers close after every response).
+
+    Time mode (``per_connection`` None): runs ``warmup + seconds``; statuses and latencies
+    count requests started after the warm-up. Count mode: each thread sends exactly
+    ``per_connection`` requests and all of them count. ``status_total`` always counts every
+    request (status "0": no response), for checking the database afterwards; so do the
+    ``counts`` of ``inspect``.
+    """
+    start = time.monotonic()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds if per_connection is None else math.inf
+    measured: list[Counter[str]] = [Counter() for _ in range(connections)]
+    total: list[Counter[str]] = [Counter() for _ in range(connections)]
+    counts: list[Counter[str]] = [Counter() for _ in range(connections)]
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+
+    def worker(i: int) -> None:
+        conn = None
+        n = 0
+        while (now := time.monotonic()) < stop_at and (
+            per_connection is None or n < per_connection
+        ):
+            request = request_for(i, n)
+            n += 1
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            began = time.perf_counter()
+            try:
+                conn.request(request.method, request.path, request.body, request.headers)
+                response = conn.getresponse()
+                body = response.read()
+                status = str(response.status)
+                if inspect is not None:
+                    counts[i].update(inspect(response, body))
+                if response.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                status = "0"
+                conn.close()
+                conn = None
+            elapsed = time.perf_counter() - began
+            total[i][status] += 1
+            if now >= measure_from:
+                measured[i][status] += 1
+                latencies[i].append(elapsed)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - start
+    times = sorted(t for per_thread in latencies for t in per_thread)
+    status = sum(measured, Counter())
+    ok = sum(n for code, n in status.items() if code.startswith("2"))
+    return {
+        "seconds": seconds if per_connection is None else wall,
+        "ok": ok,
+        "failed": sum(status.values()) - ok,
+        "rps": ok / (seconds if per_connection is None else wall),
+        "status": dict(status),
+        "status_total": dict(sum(total, Counter())),
+        "counts": dict(sum(counts, Counter())),
+        "latency_ms": latency_summary(times),
+    }
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def latency_summary(times: list[float]) -> dict[str, float]:
+    return {
+        "mean": 1000 * sum(times) / len(times) if times else math.nan,
+        "p50": 1000 * percentile(times, 0.50),
+        "p95": 1000 * percentile(times, 0.95),
+        "p99": 1000 * percentile(times, 0.99),
+        "max": 1000 * (times[-1] if times else math.nan),
+    }
+
+
+def spawn_load(script: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``script --load <spec>`` in a new process and return the JSON it prints.
+
+    ``spec`` needs ``port`` and ``connections``; ``seconds``, ``warmup``,
+    ``per_connection`` as in ``drive``; anything else is for the script's requests."""
+    completed = subprocess.run(
+        [sys.executable, script, "--load", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        sys.exit(f"load generator failed:\n{completed.stderr}")
+    return json.loads(completed.stdout)  # type: ignore[no-any-return]
+
+
+def load_child(
+    spec_json: str,
+    requests: Callable[[dict[str, Any]], tuple[RequestFor, Inspect | None]],
+) -> None:
+    """The ``--load`` side of ``spawn_load``: ``requests(spec)`` gives the request builder
+    (and optional inspector); the result of ``drive`` is printed as JSON."""
+    spec = json.loads(spec_json)
+    request_for, inspect = requests(spec)
+    result = drive(
+        spec["port"],
+        request_for,
+        connections=spec["connections"],
+        seconds=spec.get("seconds", 0.0),
+        warmup=spec.get("warmup", 0.0),
+        per_connection=spec.get("per_connection"),
+        inspect=inspect,
+    )
+    print(json.dumps(result))
+
+
+def verdict(met: bool) -> str:
+    return "MET" if met else "NOT MET"
