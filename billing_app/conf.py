@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     # Cache alias for entitlements; several processes need a shared one (Redis, memcached).
     "CACHE": "default",
     "ENTITLEMENT_CACHE_TIMEOUT": 300,
+    # Metadata key, on a Stripe customer or subscription, that holds the tenant's user id.
+    "STRIPE_METADATA_KEY": "billing_user",
+    # Hosts that Checkout and the billing portal may send a tenant back to; None means
+    # the project's ALLOWED_HOSTS.
+    "ALLOWED_REDIRECT_HOSTS": None,
 }
 
 

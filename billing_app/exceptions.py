@@ -34,6 +34,13 @@ class Conflict(BillingError, exceptions.APIException):
     default_code = "conflict"
 
 
+class StripeUnavailable(BillingError, exceptions.APIException):
+    """Stripe refused a request or could not be reached; nothing was changed here."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_code = "stripe_error"
+
+
 class TenantRequired(BillingError, exceptions.NotAuthenticated):
     """A metered call that no tenant can be charged for."""
 

@@ -190,6 +190,27 @@ class Subscription(TimeStamped):
             raise ValidationError({"current_period_end": _("The period must end after it starts.")})
 
 
+class StripeSyncProblem(TimeStamped):
+    """A Stripe subscription that could not be applied to a tenant: which one, why, and what
+    to fix. The webhook still succeeds (Stripe would retry forever); the row goes when a
+    later sync of the subscription applies."""
+
+    class Reason(models.TextChoices):
+        NO_TENANT = "no_tenant", _("No tenant")
+        NO_PLAN = "no_plan", _("No plan for its price")
+
+    stripe_subscription_id = models.CharField(max_length=255, unique=True)
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.TextField()
+    stripe_event_id = models.CharField(
+        max_length=255, blank=True, help_text=_("The event that last ran into it")
+    )
+
+    def __str__(self) -> str:
+        return f"{self.stripe_subscription_id}: {self.get_reason_display()}"
+
+
 class KitAssignment(models.Model):
     """The Account Kit of a tenant: at most one, set with its subscription or directly."""
 

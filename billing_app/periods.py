@@ -89,6 +89,16 @@ def window_for(
     return calendar_window(period, instant, tz)
 
 
+_LABELS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m", "year": "%Y"}
+
+
+def label(period: str, window: Window, tz: str = "UTC") -> str:
+    """A short name of the window, from its start in ``tz``: ``2026-11`` for a month,
+    ``2026-W47`` for a week, ``2026-11-21`` for a day, ``2026`` for a year."""
+    _check(period)
+    return window.start.astimezone(ZoneInfo(tz)).strftime(_LABELS[period])
+
+
 def _check(period: str) -> None:
     if period not in PERIODS:
         raise ValueError(f"Unknown period {period!r}; expected one of {', '.join(PERIODS)}")

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from .conf import billing_settings
@@ -94,6 +94,17 @@ def usage_rollup(*, user: Any, at: datetime | None = None) -> UsageRollup:
         quotas=quotas,
         usage=usage,
     )
+
+
+def invoices_of(*, user: Any) -> Any:
+    """dj-stripe's synced invoices of the tenant's Stripe customers, newest first."""
+    from djstripe.models import Invoice
+
+    customers = Q(customer__subscriber=user)
+    subscription = Subscription.objects.filter(user=user).exclude(stripe_customer_id="").first()
+    if subscription is not None:
+        customers |= Q(customer_id=subscription.stripe_customer_id)
+    return Invoice.objects.filter(customers).order_by("-created", "-djstripe_id")
 
 
 # Entitlements: what a tenant may do now. Read on every metered call, so cached.

@@ -101,3 +101,37 @@ def ledger_mismatches():
         if key not in counted
     ]
     return mismatched + orphans
+
+
+# Stripe: a stand-in server on loopback (tests/stripe_stub.py) that dj-stripe and our code
+# call through stripe-python, unchanged.
+
+
+@pytest.fixture(scope="session")
+def _stripe_server():
+    import stripe
+
+    from .stripe_stub import StripeStub
+
+    stub = StripeStub()
+    previous = stripe.api_base
+    stripe.api_base = stub.serve()
+    yield stub
+    stripe.api_base = previous
+
+
+@pytest.fixture
+def stripe_stub(_stripe_server, caplog):
+    """The Stripe stand-in, emptied. dj-stripe warnings fail the test: they mean the
+    stand-in served something dj-stripe did not expect."""
+    import logging
+
+    _stripe_server.reset()
+    caplog.set_level(logging.WARNING, logger="djstripe")
+    yield _stripe_server
+    complaints = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("djstripe") and record.levelno >= logging.WARNING
+    ]
+    assert complaints == []

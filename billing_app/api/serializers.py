@@ -7,10 +7,15 @@ service, whose errors name the same fields.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from rest_framework import serializers
 
+from ..conf import billing_settings
 from ..models import SubscriptionStatus
 from ..periods import PERIODS
 
@@ -250,3 +255,96 @@ class UsageBatchResultSerializer(serializers.Serializer):
 
 class UsageBatchSerializer(serializers.Serializer):
     results = UsageBatchResultSerializer(many=True)
+
+
+# Tenant self-service (/billing/)
+
+
+def redirect_url(value: str) -> str:
+    """An absolute http(s) URL on a host the project allows: no open redirects."""
+    parts = urlsplit(value)
+    host = split_domain_port(parts.netloc.rpartition("@")[2])[0]
+    allowed = billing_settings.ALLOWED_REDIRECT_HOSTS
+    if allowed is None:
+        allowed = settings.ALLOWED_HOSTS
+    if parts.scheme not in ("http", "https") or not host:
+        raise serializers.ValidationError("Must be an absolute http(s) URL.")
+    if not validate_host(host, allowed):
+        raise serializers.ValidationError(
+            f"Host {host!r} is not in BILLING_ALLOWED_REDIRECT_HOSTS."
+        )
+    return value
+
+
+class RedirectURLField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=2048, validators=[redirect_url], **kwargs)
+
+
+class SelfSubscriptionSerializer(serializers.Serializer):
+    id = serializers.SerializerMethodField()
+    plan = serializers.CharField(source="plan.key")
+    status = serializers.CharField()
+    currentPeriodStart = serializers.DateTimeField(source="current_period_start")
+    currentPeriodEnd = serializers.DateTimeField(source="current_period_end")
+    cancelAtPeriodEnd = serializers.BooleanField(source="cancel_at_period_end")
+
+    def get_id(self, subscription: Any) -> str | None:
+        """The Stripe subscription's id; null for one the operator set without Stripe."""
+        return subscription.stripe_subscription_id or None
+
+
+class SelfUsageSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    periodStart = serializers.DateTimeField(source="period_start")
+    periodEnd = serializers.DateTimeField(source="period_end")
+    usage = serializers.DictField(child=serializers.IntegerField(allow_null=True))
+
+
+class InvoiceSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    amount = serializers.IntegerField(source="total")
+    currency = serializers.CharField()
+    status = serializers.CharField()
+    paidAt = serializers.SerializerMethodField()
+    pdfUrl = serializers.SerializerMethodField()
+
+    def get_paidAt(self, invoice: Any) -> str | None:
+        paid_at = (invoice.stripe_data.get("status_transitions") or {}).get("paid_at")
+        return serializers.DateTimeField().to_representation(_from_timestamp(paid_at))
+
+    def get_pdfUrl(self, invoice: Any) -> str | None:
+        return invoice.stripe_data.get("invoice_pdf")
+
+
+def _from_timestamp(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
+
+
+class InvoiceListSerializer(serializers.Serializer):
+    invoices = InvoiceSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class CheckoutInputSerializer(serializers.Serializer):
+    priceId = serializers.CharField(max_length=255)
+    successUrl = RedirectURLField()
+    cancelUrl = RedirectURLField()
+
+
+class PortalInputSerializer(serializers.Serializer):
+    returnUrl = RedirectURLField()
+
+
+class RedirectSerializer(serializers.Serializer):
+    url = serializers.URLField()
+
+
+class CancelInputSerializer(serializers.Serializer):
+    when = serializers.ChoiceField(choices=["end", "now"], default="end")
+
+
+class CancelSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    cancelAt = serializers.DateTimeField(allow_null=True)

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import self_service as views
+
+urlpatterns = [
+    path("subscription", views.SubscriptionView.as_view(), name="self-subscription"),
+    path("usage", views.UsageView.as_view(), name="self-usage"),
+    path("invoices", views.InvoicesView.as_view(), name="self-invoices"),
+    path("checkout", views.CheckoutView.as_view(), name="self-checkout"),
+    path("portal", views.PortalView.as_view(), name="self-portal"),
+    path("cancel", views.CancelView.as_view(), name="self-cancel"),
+    path("webhook", views.webhook, name="stripe-webhook"),
+]
