@@ -10,8 +10,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from . import selectors, services
-from .exceptions import InvalidInput
+from . import selectors, services, stripe_sync
+from .exceptions import BillingError, InvalidInput
 from .models import (
     AccountKit,
     KitAssignment,
@@ -19,6 +19,7 @@ from .models import (
     OperatorKey,
     Plan,
     PlanQuota,
+    StripeSyncProblem,
     Subscription,
     TenantToken,
     UsageCounter,
@@ -201,3 +202,32 @@ class UsageCounterAdmin(_ReadOnlyAdmin):
     list_select_related = ["user"]
     search_fields = ["user__email"]
     date_hierarchy = "window_start"
+
+
+@admin.register(StripeSyncProblem)
+class StripeSyncProblemAdmin(_ReadOnlyAdmin):
+    """Stripe subscriptions that reached no tenant or no plan. Fix the cause (the detail
+    says how), then retry: a sync that applies removes the row."""
+
+    list_display = ["stripe_subscription_id", "reason", "stripe_customer_id", "updated_at"]
+    list_filter = ["reason"]
+    search_fields = ["stripe_subscription_id", "stripe_customer_id", "stripe_event_id"]
+    actions = ["retry"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # dismiss a problem that needs no fix
+
+    @admin.action(description="Retry: re-read from Stripe and apply")
+    def retry(self, request: HttpRequest, queryset: QuerySet[StripeSyncProblem]) -> None:
+        applied = 0
+        for problem in queryset:
+            try:
+                applied += (
+                    stripe_sync.subscription_sync(problem.stripe_subscription_id, refresh=True)
+                    is not None
+                )
+            except (BillingError, stripe_sync.stripe.StripeError) as error:
+                self.message_user(
+                    request, f"{problem.stripe_subscription_id}: {error}", messages.ERROR
+                )
+        self.message_user(request, f"{applied} of {len(queryset)} applied.")

@@ -83,6 +83,7 @@ STRIPE_LIVE_MODE = env("STRIPE_LIVE_MODE")
 STRIPE_TEST_SECRET_KEY = env("STRIPE_TEST_SECRET_KEY", default="sk_test_demo")
 STRIPE_LIVE_SECRET_KEY = env("STRIPE_LIVE_SECRET_KEY", default="")
 STRIPE_API_HOST = env("STRIPE_API_HOST", default="https://api.stripe.com")
-DJSTRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# Verifies POST /billing/webhook; `stripe listen` or the dashboard gives it (whsec_...).
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True

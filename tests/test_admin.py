@@ -13,6 +13,7 @@ from billing_app import selectors, services
 from billing_app.models import (
     KitAssignment,
     OperatorKey,
+    StripeSyncProblem,
     Subscription,
     TenantToken,
     UsageCounter,
@@ -25,7 +26,7 @@ from .factories import AccountKitFactory, PlanFactory, SubscriptionFactory, User
 pytestmark = pytest.mark.django_db
 
 EDITABLE = ["accountkit", "plan", "subscription", "kitassignment", "operatorkey", "tenanttoken"]
-READ_ONLY = ["usageevent", "usagecounter"]
+READ_ONLY = ["usageevent", "usagecounter", "stripesyncproblem"]
 
 
 def url(model: str, view: str, *args) -> str:
@@ -83,6 +84,9 @@ def world(db):
         "tenanttoken": tenant_token,
         "usagecounter": counter,
         "usageevent": event,
+        "stripesyncproblem": StripeSyncProblem.objects.create(
+            stripe_subscription_id="sub_lost", reason="no_tenant", detail="Customer cus_x ..."
+        ),
     }
 
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 import stripe
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test import Client
+from django.urls import reverse
 from djstripe.models import Event, WebhookEventTrigger
 from djstripe.models import Subscription as StripeSubscription
 
@@ -391,3 +396,63 @@ def test_sync_command_for_one_user(stripe_stub, plans, tenant, customer):
 
     assert state_of(tenant) == expected(mine)
     assert not Subscription.objects.filter(user=other).exists()
+
+
+def test_admin_retry_applies_a_fixed_problem(admin_client, client, stripe_stub, plans, tenant):
+    stranger = stripe_stub.customer()
+    sub = stripe_stub.subscription(customer=stranger["id"], price="price_pro")
+    deliver(client, stripe_stub.event("customer.subscription.created", sub))
+    problem = StripeSyncProblem.objects.get()
+    stripe_stub.update(stranger["id"], metadata={"billing_user": str(tenant.pk)})
+
+    response = admin_client.post(
+        reverse("admin:billing_app_stripesyncproblem_changelist"),
+        {"action": "retry", "_selected_action": [problem.pk]},
+        follow=True,
+    )
+
+    assert "1 of 1 applied." in response.content.decode()
+    assert state_of(tenant) == expected(sub)
+    assert not StripeSyncProblem.objects.exists()
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_end_on_stripes_last_state(stripe_stub, plans):
+    """Stripe moves a subscription through its life while its events, each sent three
+    times, arrive on parallel connections; a 500 is retried as Stripe retries. However
+    the deliveries interleave, the tenant ends on Stripe's last state."""
+    for _ in range(3):
+        tenant = UserFactory()
+        customer = stripe_stub.customer(metadata={"djstripe_subscriber": str(tenant.pk)})
+        sub_id, states, events = lifecycle(stripe_stub, customer)
+        changed = threading.Condition()
+        reached = [-1]
+
+        def stripe_moves():
+            for index, state in enumerate(states):
+                with changed:
+                    stripe_stub.objects[sub_id] = copy.deepcopy(state)
+                    reached[0] = index
+                    changed.notify_all()
+                time.sleep(0.05)
+
+        def stripe_sends(index):
+            with changed:  # Stripe sends an event only after its change
+                changed.wait_for(lambda: reached[0] >= index)
+            try:
+                for _attempt in range(10):
+                    if deliver(Client(), events[index]).status_code == 200:
+                        return 200
+                return 500
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=13) as pool:
+            mover = pool.submit(stripe_moves)
+            answers = list(pool.map(stripe_sends, [i for i in range(4) for _ in range(3)]))
+            mover.result()
+
+        assert answers == [200] * 12
+        assert state_of(tenant) == expected(states[-1])
+        assert Event.objects.filter(id__in=[event["id"] for event in events]).count() == 4
