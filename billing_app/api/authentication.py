@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -58,3 +59,20 @@ class TenantTokenAuthentication(_BearerKeyAuthentication):
 
     def principal(self, api_key: TenantToken) -> Any:
         return api_key.user
+
+
+class _BearerScheme(OpenApiAuthenticationExtension):
+    """Documents the bearer keys in the OpenAPI schema."""
+
+    target_class = "billing_app.api.authentication.OperatorKeyAuthentication"
+    name = "operatorKey"
+    description = "An operator key: Authorization: Bearer sk_..."
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": self.description}
+
+
+class _TenantScheme(_BearerScheme):
+    target_class = "billing_app.api.authentication.TenantTokenAuthentication"
+    name = "tenantToken"
+    description = "A tenant token: Authorization: Bearer tk_..."

@@ -2,12 +2,16 @@ from django.urls import path
 
 from . import self_service as views
 
-urlpatterns = [
+endpoints = [
     path("subscription", views.SubscriptionView.as_view(), name="self-subscription"),
     path("usage", views.UsageView.as_view(), name="self-usage"),
     path("invoices", views.InvoicesView.as_view(), name="self-invoices"),
     path("checkout", views.CheckoutView.as_view(), name="self-checkout"),
     path("portal", views.PortalView.as_view(), name="self-portal"),
     path("cancel", views.CancelView.as_view(), name="self-cancel"),
+]
+
+urlpatterns = [
+    *endpoints,
     path("webhook", views.webhook, name="stripe-webhook"),
 ]

@@ -1,7 +1,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import self_service_urls, views
 
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
@@ -20,7 +20,12 @@ endpoints = [
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.
-schema = SpectacularAPIView.as_view(patterns=[path("v1/", include(endpoints))])
+schema = SpectacularAPIView.as_view(
+    patterns=[
+        path("v1/", include(endpoints)),
+        path("billing/", include(self_service_urls.endpoints)),
+    ]
+)
 
 urlpatterns = [
     *endpoints,

@@ -412,3 +412,10 @@ def test_cancel_touches_only_my_subscription(pro, stripe_stub):
 
     assert Subscription.objects.get(user=other).status == "active"
     assert stripe_stub.objects[theirs["id"]]["status"] == "active"
+
+
+def test_schema_documents_the_self_service_endpoints(api):
+    paths = api.get("/v1/schema/", {"format": "json"}).json()["paths"]
+    for path in ["subscription", "usage", "invoices", "checkout", "portal", "cancel"]:
+        assert f"/billing/{path}" in paths
+    assert "/billing/webhook" not in paths  # Stripe's, not a client's
