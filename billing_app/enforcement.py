@@ -299,8 +299,24 @@ def ingest(*, events: list[Any]) -> list[dict[str, Any]]:
         ._default_manager.filter(pk__in=[u for u in user_ids if isinstance(u, int)])
         .values_list("pk", flat=True)
     )
+    # One entitlement per tenant and one window per tenant and window, not per event: the
+    # windows of an entitlement partition time, so the last one found answers every
+    # instant it contains.
+    entitlements: dict[Any, Entitlement] = {}
+    windows: dict[Any, Window] = {}
+
+    def window_of(user_id: Any, at: datetime) -> Window:
+        window = windows.get(user_id)
+        if window is None or at not in window:
+            entitlement = entitlements.get(user_id)
+            if entitlement is None:
+                entitlement = entitlements[user_id] = selectors.entitlement_for(user_id=user_id)
+            window = windows[user_id] = entitlement.window(at)
+        return window
+
     parsed: list[services.IngestItem | dict[str, list[str]]] = [
-        _ingest_item(event, now=now, known_users=known_users) for event in events
+        _ingest_item(event, now=now, known_users=known_users, window_of=window_of)
+        for event in events
     ]
     items = [item for item in parsed if isinstance(item, services.IngestItem)]
     outcomes = iter(services.usage_ingest(items=items))
@@ -318,7 +334,11 @@ def ingest(*, events: list[Any]) -> list[dict[str, Any]]:
 
 
 def _ingest_item(
-    event: Any, *, now: datetime, known_users: set[Any]
+    event: Any,
+    *,
+    now: datetime,
+    known_users: set[Any],
+    window_of: Callable[[Any, datetime], Window],
 ) -> services.IngestItem | dict[str, list[str]]:
     if not isinstance(event, dict):
         return {"event": ["An event is a JSON object."]}
@@ -345,13 +365,12 @@ def _ingest_item(
             at = parsed
     if errors:
         return errors
-    entitlement = selectors.entitlement_for(user_id=user_id)
     return services.IngestItem(
         user_id=user_id,
         primitive=primitive,
         quantity=quantity,
         occurred_at=at,
-        window=entitlement.window(at),
+        window=window_of(user_id, at),
         idempotency_key=key,
         fingerprint=_fingerprint(primitive, quantity, raw_time),
     )

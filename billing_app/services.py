@@ -485,11 +485,22 @@ def usage_ingest(*, items: list[IngestItem]) -> list[tuple[str, int]]:
         return []
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(timezone.now())
-    events = UsageEvent._meta.db_table
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
-    params: list[Any] = []
-    for item in items:
-        params += [
+    by_name = {f.name: f for f in UsageEvent._meta.concrete_fields}
+    fields = [
+        by_name[name]
+        for name in (
+            "user",
+            "primitive",
+            "quantity",
+            "occurred_at",
+            "recorded_at",
+            "window_start",
+            "idempotency_key",
+            "fingerprint",
+        )
+    ]
+    rows = [
+        (
             item.user_id,
             item.primitive,
             item.quantity,
@@ -498,11 +509,24 @@ def usage_ingest(*, items: list[IngestItem]) -> list[tuple[str, int]]:
             adapt(item.window.start),
             item.idempotency_key,
             item.fingerprint,
-        ]
+        )
+        for item in items
+    ]
+    if connection.vendor == "postgresql":
+        # One array per column, as Django's bulk_create does here: psycopg binds on the
+        # client and splits the statement at every placeholder, which for eight per event
+        # cost more than the insert itself.
+        arrays = ", ".join(f"%s::{(f.db_type(connection) or '').split('(')[0]}[]" for f in fields)
+        source = f"SELECT * FROM unnest({arrays})"
+        params: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        params = [value for row in rows for value in row]
+    events = UsageEvent._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {events} (user_id, primitive, quantity, occurred_at, recorded_at, "
-            f"window_start, idempotency_key, fingerprint) VALUES {rows} "
+            f"window_start, idempotency_key, fingerprint) {source} "
             "ON CONFLICT (user_id, idempotency_key) WHERE NOT (idempotency_key = '') "
             "DO NOTHING RETURNING id, user_id, idempotency_key",
             params,
@@ -551,16 +575,29 @@ def _counters_add(items: list[IngestItem]) -> None:
         return
     adapt = connection.ops.adapt_datetimefield_value
     table = UsageCounter._meta.db_table
-    params: list[Any] = []
     # Sorted, so concurrent batches lock shared counter rows in the same order.
-    for (user_id, primitive, start, end), used in sorted(totals.items()):
-        params += [user_id, primitive, adapt(start), adapt(end), used]
-    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(totals))
+    rows = [
+        (user_id, primitive, adapt(start), adapt(end), used)
+        for (user_id, primitive, start, end), used in sorted(totals.items())
+    ]
+    if connection.vendor == "postgresql":
+        # Arrays rather than five placeholders per row (see usage_ingest); unnest keeps
+        # the sorted order.
+        by_name = {f.name: f for f in UsageCounter._meta.concrete_fields}
+        fields = [
+            by_name[name] for name in ("user", "primitive", "window_start", "window_end", "used")
+        ]
+        arrays = ", ".join(f"%s::{(f.db_type(connection) or '').split('(')[0]}[]" for f in fields)
+        source = f"SELECT * FROM unnest({arrays})"
+        params: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+        params = [value for row in rows for value in row]
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
-                f"VALUES {rows} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
+                f"{source} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
                 f"SET used = {table}.used + excluded.used",
                 params,
             )
