@@ -24,6 +24,7 @@ from .models import (
     TenantToken,
     UsageCounter,
     UsageEvent,
+    UsageRecord,
 )
 
 
@@ -202,6 +203,17 @@ class UsageCounterAdmin(_ReadOnlyAdmin):
     list_select_related = ["user"]
     search_fields = ["user__email"]
     date_hierarchy = "window_start"
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(_ReadOnlyAdmin):
+    """Billing cycles: written when a cycle closes, never edited."""
+
+    list_display = ["user", "plan", "status", "cycle_start", "cycle_end", "closed_at"]
+    list_filter = ["status", "plan"]
+    list_select_related = ["user", "plan"]
+    search_fields = ["user__email"]
+    date_hierarchy = "cycle_start"
 
 
 @admin.register(StripeSyncProblem)

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 from rest_framework_api_key.crypto import KeyGenerator
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
@@ -188,6 +188,43 @@ class Subscription(TimeStamped):
         start, end = self.current_period_start, self.current_period_end
         if start and end and end <= start:
             raise ValidationError({"current_period_end": _("The period must end after it starts.")})
+
+
+class UsageRecord(TimeStamped):
+    """One billing cycle of a tenant: its plan, and per primitive the usage, quota and
+    overage. ``current`` while the cycle is open; ``recorded`` once closed, or ``final``
+    when the subscription was cancelled during it. A closed record never changes again."""
+
+    class Status(models.TextChoices):
+        CURRENT = "current"
+        RECORDED = "recorded"
+        FINAL = "final"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_records"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    cycle_start = models.DateTimeField()
+    cycle_end = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.CURRENT)
+    # {primitive: {"used": n, "quota": n | None, "overage": n}}, written when it closes.
+    usage = models.JSONField(default=dict, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-cycle_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "cycle_start"], name="billing_record_cycle"),
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(status="current"), name="billing_record_one_open"
+            ),
+            models.CheckConstraint(
+                condition=Q(cycle_end__gt=F("cycle_start")), name="billing_record_cycle_order"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.cycle_start:%Y-%m-%d}..{self.cycle_end:%Y-%m-%d} ({self.status})"
 
 
 class StripeSyncProblem(TimeStamped):

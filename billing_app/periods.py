@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import isodate
+
 PERIODS = ("day", "week", "month", "year")
 _MONTHS = {"month": 1, "year": 12}
 _DAYS = {"day": 1, "week": 7}
@@ -87,6 +89,30 @@ def window_for(
     if anchor is not None:
         return anchored_window(period, anchor, instant)
     return calendar_window(period, instant, tz)
+
+
+def _cadence(cadence: str) -> tuple[int, timedelta]:
+    """An ISO 8601 duration as (whole months, the rest)."""
+    duration = isodate.parse_duration(cadence)
+    if isinstance(duration, isodate.Duration):
+        return int(duration.years) * 12 + int(duration.months), duration.tdelta
+    return 0, duration
+
+
+def cycle_window(cadence: str, anchor: datetime, instant: datetime) -> Window:
+    """The billing cycle containing ``instant``: every ``cadence`` (ISO 8601: ``P1M``,
+    ``P1Y``, ``P7D``) from ``anchor``, month ends clamped as anniversaries are."""
+    months, rest = _cadence(cadence)
+
+    def start(n: int) -> datetime:
+        return add_months(anchor, months * n) + rest * n
+
+    n = int((instant - anchor) / (timedelta(days=30.436875) * months + rest))
+    while start(n) > instant:
+        n -= 1
+    while start(n + 1) <= instant:
+        n += 1
+    return Window(start(n), start(n + 1))
 
 
 _LABELS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m", "year": "%Y"}

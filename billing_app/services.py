@@ -19,6 +19,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import cycles
 from .exceptions import Conflict, InvalidInput
 from .models import (
     AccountKit,
@@ -278,6 +279,9 @@ def subscription_set(
     subscription.save()
     if assign_kit:
         kit_assign(user=user, kit=plan.account_kit)
+    # Keep the usage records in step: a period moved on closes the old cycle; a
+    # cancellation finalizes the open one.
+    cycles.follow(user=user)
     return subscription
 
 

@@ -282,13 +282,12 @@ def subscription_cancel(*, user: Any, when: str = "end") -> Subscription:
     if subscription is None or subscription.status in ENDED:
         raise Conflict("There is no subscription to cancel.")
     if not subscription.stripe_subscription_id:
-        if when == "now":
-            return services.subscription_set(
-                user=user, plan_key=subscription.plan.key, status=SubscriptionStatus.CANCELED
-            )
-        return services.subscription_set(
-            user=user, plan_key=subscription.plan.key, cancel_at_period_end=True
+        changes = (
+            {"status": SubscriptionStatus.CANCELED}
+            if when == "now"
+            else {"cancel_at_period_end": True}
         )
+        return services.subscription_set(user=user, plan_key=subscription.plan.key, **changes)
     sid = subscription.stripe_subscription_id
     if when == "now":
         _call(stripe.Subscription.cancel, sid)

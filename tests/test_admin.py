@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from billing_app import selectors, services
+from billing_app import cycles, selectors, services
 from billing_app.models import (
     KitAssignment,
     OperatorKey,
@@ -18,6 +18,7 @@ from billing_app.models import (
     TenantToken,
     UsageCounter,
     UsageEvent,
+    UsageRecord,
 )
 from billing_app.periods import Window
 
@@ -26,7 +27,7 @@ from .factories import AccountKitFactory, PlanFactory, SubscriptionFactory, User
 pytestmark = pytest.mark.django_db
 
 EDITABLE = ["accountkit", "plan", "subscription", "kitassignment", "operatorkey", "tenanttoken"]
-READ_ONLY = ["usageevent", "usagecounter", "stripesyncproblem"]
+READ_ONLY = ["usageevent", "usagecounter", "stripesyncproblem", "usagerecord"]
 
 
 def url(model: str, view: str, *args) -> str:
@@ -84,6 +85,7 @@ def world(db):
         "tenanttoken": tenant_token,
         "usagecounter": counter,
         "usageevent": event,
+        "usagerecord": cycles.follow(user=user),
         "stripesyncproblem": StripeSyncProblem.objects.create(
             stripe_subscription_id="sub_lost", reason="no_tenant", detail="Customer cus_x ..."
         ),

@@ -348,3 +348,32 @@ class CancelInputSerializer(serializers.Serializer):
 class CancelSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     cancelAt = serializers.DateTimeField(allow_null=True)
+
+
+# Usage records (billing cycles)
+
+
+class UsageRecordStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["current", "recorded", "final"], required=False)
+
+
+class CycleRecordSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    plan = serializers.CharField(source="plan.key")
+    status = serializers.CharField()
+    cycleStart = serializers.DateTimeField(source="cycle_start")
+    cycleEnd = serializers.DateTimeField(source="cycle_end")
+    closedAt = serializers.DateTimeField(source="closed_at")
+    usage = serializers.SerializerMethodField()
+
+    def get_usage(self, record: Any) -> dict[str, dict[str, int | None]]:
+        """{primitive: {used, quota, overage}}; an open record's as of now."""
+        from ..cycles import current_usage
+
+        return current_usage(record) if record.status == "current" else record.usage
+
+
+class CycleRecordListSerializer(serializers.Serializer):
+    records = CycleRecordSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)

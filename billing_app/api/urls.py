@@ -16,6 +16,16 @@ endpoints = [
         name="user-subscription",
     ),
     path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
+    path(
+        "users/<str:user_id>/billing/usage/records",
+        views.UsageRecordListView.as_view(),
+        name="user-usage-records",
+    ),
+    path(
+        "users/<str:user_id>/billing/usage/records/current",
+        views.UsageRecordCurrentView.as_view(),
+        name="user-usage-record-current",
+    ),
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
 ]
 

@@ -9,12 +9,14 @@ from drf_spectacular.utils import extend_schema as _extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from .. import enforcement, selectors, services
+from .. import cycles, enforcement, selectors, services
 from ..exceptions import NotFound
+from ..models import UsageRecord
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .permissions import IsOperator
@@ -163,6 +165,43 @@ class UsageView(OperatorAPIView):
         return Response(
             body, status=status.HTTP_200_OK if reservation.duplicate else status.HTTP_201_CREATED
         )
+
+
+class RecordPagination(CursorPagination):
+    ordering = "-cycle_start"
+    page_size = 20
+    max_page_size = 100
+    page_size_query_param = "pageSize"
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            {"records": data, "next": self.get_next_link(), "previous": self.get_previous_link()}
+        )
+
+
+class UsageRecordListView(OperatorAPIView):
+    """The tenant's billing cycles, newest first; ``?status=`` filters."""
+
+    @extend_schema(
+        parameters=[s.UsageRecordStatusSerializer], responses=s.CycleRecordListSerializer
+    )
+    def get(self, request: Request, user_id: str) -> Response:
+        user = selectors.tenant_get(user_id=user_id)
+        status_filter = self.parse(s.UsageRecordStatusSerializer, request.query_params)
+        cycles.follow(user=user)
+        records = UsageRecord.objects.filter(user=user, **status_filter).select_related("plan")
+        paginator = RecordPagination()
+        page = paginator.paginate_queryset(records, request, self)
+        return paginator.get_paginated_response(s.CycleRecordSerializer(page, many=True).data)
+
+
+class UsageRecordCurrentView(OperatorAPIView):
+    @extend_schema(responses=s.CycleRecordSerializer)
+    def get(self, request: Request, user_id: str) -> Response:
+        record = cycles.follow(user=selectors.tenant_get(user_id=user_id))
+        if record is None:
+            raise NotFound("This user has no open billing cycle (no live subscription).")
+        return Response(s.CycleRecordSerializer(record).data)
 
 
 class CheckView(OperatorAPIView):
