@@ -4,9 +4,9 @@ and a load generator that runs in a separate process.
 A benchmark script calls ``start()`` (PostgreSQL, environment, migrate, ``django.setup()``),
 creates its data with the app's services or SQL, then ``start_gunicorn()``, and for each
 measurement ``spawn_load(__file__, spec)``: that runs the script again as
-``script --load <spec as JSON>``, whose ``main`` hands the spec to ``load_child`` with a
-function building its requests. The child prints one JSON object, which ``spawn_load``
-returns.
+``script --load -`` with the spec as JSON on standard input, and its ``main`` hands the
+spec to ``load_child`` with a function building its requests. The child prints one JSON
+object, which ``spawn_load`` returns.
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ def start(*, count_queries: bool = False) -> None:
     in this process so the script can create its data. With ``count_queries`` the served
     responses carry ``X-Bench-Queries`` (benchmarks/middleware.py)."""
     os.chdir(ROOT)
+    # The code beside this file, also when it is a copy of the repository (an editable
+    # install of billing_app would otherwise point the subprocesses at the original).
+    os.environ["PYTHONPATH"] = str(ROOT)
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ["DATABASE_URL"] = start_postgres()
     os.environ["DEBUG"] = "False"
@@ -302,12 +305,15 @@ def latency_summary(times: list[float]) -> dict[str, float]:
 
 
 def spawn_load(script: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``script --load <spec>`` in a new process and return the JSON it prints.
+    """Run ``script --load -`` in a new process, the spec as JSON on its standard input
+    (a list of tokens may be longer than a command-line argument may be), and return the
+    JSON it prints.
 
     ``spec`` needs ``port`` and ``connections``; ``seconds``, ``warmup``,
     ``per_connection`` as in ``drive``; anything else is for the script's requests."""
     completed = subprocess.run(
-        [sys.executable, script, "--load", json.dumps(spec)],
+        [sys.executable, script, "--load", "-"],
+        input=json.dumps(spec),
         capture_output=True,
         text=True,
     )
@@ -320,9 +326,10 @@ def load_child(
     spec_json: str,
     requests: Callable[[dict[str, Any]], tuple[RequestFor, Inspect | None]],
 ) -> None:
-    """The ``--load`` side of ``spawn_load``: ``requests(spec)`` gives the request builder
-    (and optional inspector); the result of ``drive`` is printed as JSON."""
-    spec = json.loads(spec_json)
+    """The ``--load`` side of ``spawn_load`` (``spec_json`` "-": read it from standard
+    input): ``requests(spec)`` gives the request builder (and optional inspector); the
+    result of ``drive`` is printed as JSON."""
+    spec = json.loads(sys.stdin.read() if spec_json == "-" else spec_json)
     request_for, inspect = requests(spec)
     result = drive(
         spec["port"],
