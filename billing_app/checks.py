@@ -52,6 +52,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="billing_app.E004",
                 )
             )
+    if billing_settings.CHANGE_PLAN_USAGE not in ("carry", "reset"):
+        errors.append(
+            Error(
+                "BILLING_CHANGE_PLAN_USAGE must be 'carry' or 'reset'.",
+                hint="It says whether a plan change keeps the current window's usage.",
+                id="billing_app.E006",
+            )
+        )
     for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
         if app not in settings.INSTALLED_APPS:
             errors.append(

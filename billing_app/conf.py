@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     # Cache alias for entitlements; several processes need a shared one (Redis, memcached).
     "CACHE": "default",
     "ENTITLEMENT_CACHE_TIMEOUT": 300,
+    # On a plan change, usage of the current quota window "carry"s into the new plan's
+    # quotas, or "reset"s to zero.
+    "CHANGE_PLAN_USAGE": "carry",
     # Metadata key, on a Stripe customer or subscription, that holds the tenant's user id.
     "STRIPE_METADATA_KEY": "billing_user",
     # Hosts that Checkout and the billing portal may send a tenant back to; None means

@@ -97,6 +97,13 @@ def _catch_up(
         record = _open(subscription, record.cycle_end, start=record.cycle_end)
     if record is None:
         record = _open(subscription, at)
+    elif record.plan_id != subscription.plan_id and record.cycle_start >= at:
+        record.plan = subscription.plan  # changed the moment it opened: nothing to record
+        record.save(update_fields=["plan", "updated_at"])
+    elif record.plan_id != subscription.plan_id:
+        # A plan change: the old plan's part of the cycle is recorded, the rest opens anew.
+        closed.append(_close(record, Status.RECORDED, end=at))
+        record = _open(subscription, at, start=at)
     elif (
         subscription.current_period_start
         and record.cycle_start < subscription.current_period_start <= at

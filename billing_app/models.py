@@ -172,6 +172,11 @@ class Subscription(TimeStamped):
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
+    usage_reset_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=_("A plan change reset usage here: the quota window restarts at this time."),
+    )
 
     class Meta:
         constraints = [

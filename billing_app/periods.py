@@ -84,11 +84,22 @@ def calendar_window(period: str, instant: datetime, tz: str = "UTC") -> Window:
 
 
 def window_for(
-    period: str, instant: datetime, *, anchor: datetime | None = None, tz: str = "UTC"
+    period: str,
+    instant: datetime,
+    *,
+    anchor: datetime | None = None,
+    tz: str = "UTC",
+    restart: datetime | None = None,
 ) -> Window:
+    """The quota window containing ``instant``. A ``restart`` inside a window (a plan
+    change that resets usage) splits it in two there."""
     if anchor is not None:
-        return anchored_window(period, anchor, instant)
-    return calendar_window(period, instant, tz)
+        window = anchored_window(period, anchor, instant)
+    else:
+        window = calendar_window(period, instant, tz)
+    if restart is not None and window.start < restart < window.end:
+        return Window(restart, window.end) if instant >= restart else Window(window.start, restart)
+    return window
 
 
 def _cadence(cadence: str) -> tuple[int, timedelta]:

@@ -53,7 +53,8 @@ def quota_window(*, subscription: Subscription | None, at: datetime) -> Window:
     one, else calendar windows of the plan's period (or ``BILLING_DEFAULT_PERIOD``)."""
     period = subscription.plan.period if subscription else billing_settings.DEFAULT_PERIOD
     anchor = subscription.current_period_start if subscription else None
-    return window_for(period, at, anchor=anchor, tz=billing_settings.TIME_ZONE)
+    restart = subscription.usage_reset_at if subscription else None
+    return window_for(period, at, anchor=anchor, tz=billing_settings.TIME_ZONE, restart=restart)
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,21 @@ class Entitlement:
     inactive: str | None = None
     # A past_due tenant keeps its quotas until then.
     grace_until: datetime | None = None
+    # A plan change that reset usage restarts the quota window here.
+    restart: datetime | None = None
 
     @property
     def limited(self) -> bool:
         return self.plan is not None
 
     def window(self, at: datetime) -> Window:
-        return window_for(self.period, at, anchor=self.anchor, tz=billing_settings.TIME_ZONE)
+        return window_for(
+            self.period,
+            at,
+            anchor=self.anchor,
+            tz=billing_settings.TIME_ZONE,
+            restart=self.restart,
+        )
 
     def inactive_reason(self, at: datetime) -> str | None:
         if self.grace_until is not None and at >= self.grace_until:
@@ -223,4 +232,5 @@ def _entitlement_build(*, user_id: Any) -> Entitlement:
         kit=allowed,
         inactive=inactive,
         grace_until=grace_until,
+        restart=subscription.usage_reset_at,
     )

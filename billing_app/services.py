@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import cycles
+from .conf import billing_settings
 from .exceptions import Conflict, InvalidInput
 from .models import (
     AccountKit,
@@ -262,6 +263,9 @@ def subscription_set(
         subscription = Subscription(user=user, status_changed_at=now)
     if status is not UNSET and status != subscription.status:
         subscription.status_changed_at = now
+    changed_plan = subscription.pk is not None and subscription.plan_id != plan.pk
+    if changed_plan and billing_settings.CHANGE_PLAN_USAGE == "reset":
+        subscription.usage_reset_at = now
     subscription.plan = plan
     for field, value in {
         "status": status,

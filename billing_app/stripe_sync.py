@@ -275,6 +275,35 @@ def portal_create(*, user: Any, return_url: str) -> str:
     return session["url"]
 
 
+def plan_change(*, user: Any, plan_key: str) -> Subscription:
+    """Move the tenant to another plan. The open usage record is recorded and a new one
+    opens on the new plan (``cycles.follow``). A Stripe-backed subscription changes its
+    item's price on Stripe first, then Stripe's answer is applied."""
+    subscription = Subscription.objects.select_related("plan").filter(user=user).first()
+    if subscription is None or subscription.status in ENDED:
+        raise Conflict("There is no live subscription to change.")
+    plan = Plan.objects.filter(key=plan_key).first()
+    if plan is None or not plan.active:
+        raise InvalidInput({"plan_key": [f"No active plan with key {plan_key!r}."]})
+    if not subscription.stripe_subscription_id:
+        return services.subscription_set(user=user, plan_key=plan.key)
+    if not plan.stripe_price_id:
+        raise InvalidInput({"plan_key": [f"Plan {plan.key!r} has no Stripe price."]})
+    sid = subscription.stripe_subscription_id
+    items = _call(stripe.Subscription.retrieve, sid)["items"]["data"]
+    ours = subscription.plan.stripe_price_id
+    item = next((i for i in items if stripe_id(i["price"]) == ours), items[0] if items else None)
+    if item is None:
+        raise Conflict(f"Stripe subscription {sid} has no item to change.")
+    _call(
+        stripe.Subscription.modify, sid, items=[{"id": item["id"], "price": plan.stripe_price_id}]
+    )
+    applied = subscription_sync(sid)
+    if applied is None:
+        raise Conflict("Stripe's answer could not be applied; see the Stripe sync problems.")
+    return applied
+
+
 def subscription_cancel(*, user: Any, when: str = "end") -> Subscription:
     """Cancel at the period's end (``"end"``) or now. A Stripe-backed subscription is
     cancelled on Stripe, then Stripe's answer is applied; any other changes here only."""

@@ -18,7 +18,6 @@ from billing_app.models import (
     TenantToken,
     UsageCounter,
     UsageEvent,
-    UsageRecord,
 )
 from billing_app.periods import Window
 

@@ -14,7 +14,7 @@ from billing_app import checks as billing_checks
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 6)}
+BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 7)}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -53,6 +53,7 @@ def test_explicit_good_settings_pass_every_check():
         ("BILLING_TIME_ZONE", None, "billing_app.E003"),
         ("BILLING_PAST_DUE_GRACE", 3, "billing_app.E004"),
         ("BILLING_LATE_USAGE_WINDOW", "35 days", "billing_app.E004"),
+        ("BILLING_CHANGE_PLAN_USAGE", "keep", "billing_app.E006"),
     ],
 )
 def test_a_bad_setting_fires_its_check(setting, value, check_id):

@@ -28,7 +28,6 @@ from rest_framework.response import Response
 from .. import enforcement, selectors, stripe_sync
 from ..conf import billing_settings
 from ..exceptions import NotFound
-from ..models import SubscriptionStatus
 from ..periods import Window, label
 from . import serializers as s
 from .views import BillingAPIView, extend_schema
@@ -123,10 +122,7 @@ class CancelView(TenantAPIView):
     @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
     def post(self, request: Request) -> Response:
         data = self.parse(s.CancelInputSerializer, request.data)
-        subscription = stripe_sync.subscription_cancel(user=self.tenant, **data)
-        ended = subscription.status == SubscriptionStatus.CANCELED
-        cancel_at = subscription.status_changed_at if ended else subscription.current_period_end
-        return Response(s.CancelSerializer({"success": True, "cancelAt": cancel_at}).data)
+        return Response(s.cancel_answer(stripe_sync.subscription_cancel(user=self.tenant, **data)))
 
 
 # The Stripe webhook endpoint. Not a DRF view: the signature is over the raw body.

@@ -350,6 +350,13 @@ class CancelSerializer(serializers.Serializer):
     cancelAt = serializers.DateTimeField(allow_null=True)
 
 
+def cancel_answer(subscription: Any) -> dict[str, Any]:
+    """``{success, cancelAt}``: when it ended, or when it will (the period's end)."""
+    ended = subscription.status == SubscriptionStatus.CANCELED
+    cancel_at = subscription.status_changed_at if ended else subscription.current_period_end
+    return CancelSerializer({"success": True, "cancelAt": cancel_at}).data
+
+
 # Usage records (billing cycles)
 
 
@@ -377,3 +384,7 @@ class CycleRecordListSerializer(serializers.Serializer):
     records = CycleRecordSerializer(many=True)
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
+
+
+class ChangePlanInputSerializer(serializers.Serializer):
+    planKey = serializers.SlugField(max_length=64)

@@ -15,6 +15,16 @@ endpoints = [
         views.SubscriptionView.as_view(),
         name="user-subscription",
     ),
+    path(
+        "users/<str:user_id>/billing/subscription/change-plan",
+        views.ChangePlanView.as_view(),
+        name="user-subscription-change-plan",
+    ),
+    path(
+        "users/<str:user_id>/billing/subscription/cancel",
+        views.CancelView.as_view(),
+        name="user-subscription-cancel",
+    ),
     path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
     path(
         "users/<str:user_id>/billing/usage/records",

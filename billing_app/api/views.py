@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from .. import cycles, enforcement, selectors, services
+from .. import cycles, enforcement, selectors, services, stripe_sync
 from ..exceptions import NotFound
 from ..models import UsageRecord
 from . import serializers as s
@@ -144,6 +144,26 @@ class SubscriptionView(OperatorAPIView):
             user=user, **self.parse(s.SubscriptionInputSerializer, request.data)
         )
         return self._answer(user)
+
+
+class ChangePlanView(SubscriptionView):
+    """Move the tenant to another plan (on Stripe first when Stripe-backed)."""
+
+    @extend_schema(request=s.ChangePlanInputSerializer, responses=s.SubscriptionSerializer)
+    def post(self, request: Request, user_id: str) -> Response:
+        user = selectors.tenant_get(user_id=user_id)
+        stripe_sync.plan_change(user=user, **self.parse(s.ChangePlanInputSerializer, request.data))
+        return self._answer(user)
+
+
+class CancelView(OperatorAPIView):
+    """The operator's cancel: the same as the tenant's ``/billing/cancel``."""
+
+    @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
+    def post(self, request: Request, user_id: str) -> Response:
+        user = selectors.tenant_get(user_id=user_id)
+        data = self.parse(s.CancelInputSerializer, request.data)
+        return Response(s.cancel_answer(stripe_sync.subscription_cancel(user=user, **data)))
 
 
 class UsageView(OperatorAPIView):
