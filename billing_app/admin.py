@@ -10,13 +10,14 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from . import selectors, services, stripe_sync
+from . import outbox, selectors, services, stripe_sync
 from .exceptions import BillingError, InvalidInput
 from .models import (
     AccountKit,
     KitAssignment,
     KitPrimitive,
     OperatorKey,
+    OutboxMessage,
     Plan,
     PlanQuota,
     StripeSyncProblem,
@@ -214,6 +215,22 @@ class UsageRecordAdmin(_ReadOnlyAdmin):
     list_select_related = ["user", "plan"]
     search_fields = ["user__email"]
     date_hierarchy = "cycle_start"
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(_ReadOnlyAdmin):
+    """What billing_app owes other systems, and whether it got there."""
+
+    list_display = ["key", "kind", "state", "attempts", "next_attempt_at", "delivered_at"]
+    list_filter = ["state", "kind"]
+    search_fields = ["key"]
+    readonly_fields = ["last_error"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry now")
+    def retry(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        count = outbox.retry(queryset)
+        self.message_user(request, f"{count} message(s) will be sent again.")
 
 
 @admin.register(StripeSyncProblem)

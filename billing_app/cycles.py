@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from . import outbox
 from .models import Subscription, SubscriptionStatus, UsageEvent, UsageRecord
 from .periods import Window, cycle_window
 
@@ -164,8 +165,13 @@ def _close(record: UsageRecord, status: str, *, end: datetime | None = None) -> 
     """Write the cycle's usage and close the record, once: a closed record is left as is."""
     end = end or record.cycle_end
     usage = usage_between(record, end)
-    UsageRecord.objects.filter(pk=record.pk, status=Status.CURRENT).update(
-        status=status, usage=usage, cycle_end=end, closed_at=timezone.now()
-    )
-    record.refresh_from_db()
+    with transaction.atomic():
+        closed = UsageRecord.objects.filter(pk=record.pk, status=Status.CURRENT).update(
+            status=status, usage=usage, cycle_end=end, closed_at=timezone.now()
+        )
+        record.refresh_from_db()
+        if closed:
+            # The charge is decided with the close, in its transaction: never one without
+            # the other.
+            outbox.overage_charges(record)
     return record

@@ -185,6 +185,7 @@ def _reserve(
             window=window,
             limit=limit,
             occurred_at=at,
+            soft=primitive in entitlement.billed,
             **idempotency,
         )
     except services.UsageRefused as refused:
@@ -279,7 +280,8 @@ def check(*, user: Any, primitive: str, quantity: int = 1) -> Check:
         admit(entitlement=entitlement, primitive=primitive, at=now, rate="peek")
     except CallRefused as refused:
         reason = refused.error
-    if reason is None and remaining is not None and quantity > remaining:
+    soft = primitive in entitlement.billed
+    if reason is None and remaining is not None and quantity > remaining and not soft:
         reason = "rate_limited"
     return Check(reason is None, reason, limit, used, remaining, window.end)
 

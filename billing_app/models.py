@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework_api_key.crypto import KeyGenerator
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
@@ -110,6 +111,11 @@ class Plan(TimeStamped):
     )
     currency = models.CharField(max_length=3, default="usd")
     active = models.BooleanField(default=True)
+    stripe_meter_event = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text=_("A Stripe Billing meter's event name: overage is sent as meter events"),
+    )
 
     class Meta:
         ordering = ["key"]
@@ -131,14 +137,31 @@ class Plan(TimeStamped):
 class PlanQuota(models.Model):
     """How much of one primitive a plan allows per quota window. No row: unlimited."""
 
+    class Overage(models.TextChoices):
+        BLOCK = "block", _("Block: a hard limit")
+        BILL = "bill", _("Bill: calls go on, the excess is billed")
+
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="quotas")
     primitive = PrimitiveField()
     limit = models.PositiveBigIntegerField()
+    overage = models.CharField(max_length=5, choices=Overage.choices, default=Overage.BLOCK)
+    overage_unit_price = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text=_("Price of one unit over the quota, in the plan currency's minor units"),
+    )
 
     class Meta:
         ordering = ["primitive"]
         constraints = [
             models.UniqueConstraint(fields=["plan", "primitive"], name="billing_quota_unique"),
+            models.CheckConstraint(
+                condition=Q(overage="block", overage_unit_price__isnull=True)
+                | Q(overage="bill", overage_unit_price__gte=0),
+                name="billing_quota_overage_priced",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -230,6 +253,38 @@ class UsageRecord(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.user} {self.cycle_start:%Y-%m-%d}..{self.cycle_end:%Y-%m-%d} ({self.status})"
+
+
+class OutboxMessage(TimeStamped):
+    """Something to tell another system, written in the transaction that decided it and
+    delivered afterwards with retries. ``key`` is deterministic and sent as the
+    idempotency key, so a retry after a crash never acts twice."""
+
+    class Kind(models.TextChoices):
+        STRIPE_INVOICE_ITEM = "stripe_invoice_item"
+        STRIPE_METER_EVENT = "stripe_meter_event"
+        WEBHOOK = "webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", _("Failed: retries used up")
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    key = models.CharField(max_length=255, unique=True)
+    payload = models.JSONField()
+    state = models.CharField(max_length=9, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    answer = models.JSONField(null=True, blank=True, help_text=_("What the receiver answered"))
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="billing_outbox_due")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.state})"
 
 
 class StripeSyncProblem(TimeStamped):

@@ -129,6 +129,8 @@ class Entitlement:
     grace_until: datetime | None = None
     # A plan change that reset usage restarts the quota window here.
     restart: datetime | None = None
+    # Primitives whose quota is soft: past it, calls go on and the excess is billed.
+    billed: frozenset[str] = frozenset()
 
     @property
     def limited(self) -> bool:
@@ -229,6 +231,7 @@ def _entitlement_build(*, user_id: Any) -> Entitlement:
         period=plan.period,
         anchor=subscription.current_period_start,
         quotas={quota.primitive: quota.limit for quota in plan.quotas.all()},
+        billed=frozenset(q.primitive for q in plan.quotas.all() if q.overage == "bill"),
         kit=allowed,
         inactive=inactive,
         grace_until=grace_until,

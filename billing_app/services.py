@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from django.contrib.auth import get_user_model
@@ -123,10 +124,16 @@ def plan_upsert(
     billing_cadence: str = UNSET,
     currency: str = UNSET,
     active: bool = UNSET,
+    overage: Mapping[str, Any] = UNSET,
+    stripe_meter_event: str = UNSET,
 ) -> tuple[Plan, bool]:
     """Create or update the plan ``key``. Arguments left UNSET keep their current value;
-    ``quotas`` (slug -> limit per window) replaces the plan's whole set when given."""
+    ``quotas`` (slug -> limit per window) replaces the plan's whole set when given.
+    ``overage`` (slug -> unit price in minor units) makes those quotas soft: calls go on past
+    them and the excess is billed; the others block. Given, it replaces the set."""
     changes: dict[str, Any] = {"name": name}
+    if stripe_meter_event is not UNSET:
+        changes["stripe_meter_event"] = stripe_meter_event or ""
     if account_kit_id is not UNSET:
         changes["account_kit"] = (
             None if account_kit_id in (None, "") else account_kit_get(ref=account_kit_id)
@@ -160,6 +167,12 @@ def plan_upsert(
             for primitive, limit in quotas.items()
         }
 
+    if overage is not UNSET:
+        overage = {
+            _check_primitive("overage", primitive): _unit_price(primitive, price)
+            for primitive, price in overage.items()
+        }
+
     plan = Plan.objects.select_for_update().filter(key=key).first()
     created = plan is None
     if plan is None:
@@ -174,7 +187,26 @@ def plan_upsert(
             PlanQuota.objects.update_or_create(
                 plan=plan, primitive=primitive, defaults={"limit": limit}
             )
+    if overage is not UNSET:
+        unknown = set(overage) - set(plan.quotas.values_list("primitive", flat=True))
+        if unknown:
+            raise _invalid("overage", f"No quota to bill past for {', '.join(sorted(unknown))}.")
+        for quota in plan.quotas.all():
+            price = overage.get(quota.primitive)
+            quota.overage = PlanQuota.Overage.BLOCK if price is None else PlanQuota.Overage.BILL
+            quota.overage_unit_price = price
+            quota.save(update_fields=["overage", "overage_unit_price"])
     return plan, created
+
+
+def _unit_price(primitive: str, price: Any) -> Decimal:
+    try:
+        value = Decimal(str(price))
+    except (InvalidOperation, ValueError):
+        value = Decimal("NaN")
+    if isinstance(price, bool) or not value.is_finite() or value < 0 or value >= 10**12:
+        raise _invalid("overage", f"The unit price of {primitive} must be a decimal >= 0.")
+    return value.quantize(Decimal("1e-12"))
 
 
 def tenant_create(*, email: str) -> AbstractBaseUser:
@@ -356,12 +388,14 @@ def usage_reserve(
     occurred_at: datetime,
     idempotency_key: str = "",
     fingerprint: str = "",
+    soft: bool = False,
 ) -> Reservation:
     """Record ``quantity`` of ``primitive`` for the tenant in ``window``, if it fits in
     ``limit`` (None: unlimited). Raises ``QuotaExceeded``-ready ``UsageRefused`` when it does
     not; answers the first reservation (``duplicate=True``) for a known idempotency key, or
-    raises ``Conflict`` when that key came with another body."""
-    if limit is not None and quantity > limit:
+    raises ``Conflict`` when that key came with another body. A ``soft`` limit is only
+    reported, never enforced: usage past it is overage, billed when the cycle closes."""
+    if limit is not None and quantity > limit and not soft:
         raise UsageRefused(used=usage_used(user_id=user_id, primitive=primitive, window=window))
     adapt = connection.ops.adapt_datetimefield_value
     try:
@@ -393,7 +427,7 @@ def usage_reserve(
                     adapt(window.start),
                     adapt(window.end),
                     quantity,
-                    limit is None,
+                    limit is None or soft,
                     limit or 0,
                 ],
             )

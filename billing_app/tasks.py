@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import cycles
+from . import cycles, outbox
 
 
 @shared_task(name="billing_app.close_cycles")
 def close_cycles() -> int:
     """Close the billing cycles that have ended; answers how many."""
     return len(cycles.close_cycles())
+
+
+@shared_task(name="billing_app.deliver_outbox")
+def deliver_outbox() -> int:
+    """Deliver due outbox messages; answers how many were delivered."""
+    return outbox.deliver()

@@ -114,10 +114,11 @@ def _stripe_server():
     from .stripe_stub import StripeStub
 
     stub = StripeStub()
-    previous = stripe.api_base
+    previous = stripe.api_base, stripe.max_network_retries
     stripe.api_base = stub.serve()
+    stripe.max_network_retries = 0  # our own retries are under test, not stripe-python's
     yield stub
-    stripe.api_base = previous
+    stripe.api_base, stripe.max_network_retries = previous
 
 
 @pytest.fixture

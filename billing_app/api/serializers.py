@@ -74,6 +74,12 @@ class PlanInputSerializer(serializers.Serializer):
     billingCadence = serializers.CharField(required=False, max_length=32)
     currency = serializers.CharField(required=False, max_length=3)
     active = serializers.BooleanField(required=False)
+    # slug -> unit price past the quota, in the currency's minor units ("0.5" = half a cent)
+    overage = serializers.DictField(
+        child=serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0),
+        required=False,
+    )
+    stripeMeterEvent = serializers.CharField(required=False, allow_blank=True, max_length=100)
 
 
 class PlanSerializer(serializers.Serializer):
@@ -90,8 +96,19 @@ class PlanSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
+    overage = serializers.SerializerMethodField()
+    stripeMeterEvent = serializers.CharField(source="stripe_meter_event")
+
     def get_quotas(self, plan: Any) -> dict[str, int]:
         return {quota.primitive: quota.limit for quota in plan.quotas.all()}
+
+    def get_overage(self, plan: Any) -> dict[str, str]:
+        """The billed quotas' unit prices; a quota not listed blocks."""
+        return {
+            quota.primitive: f"{quota.overage_unit_price.normalize():f}"
+            for quota in plan.quotas.all()
+            if quota.overage == "bill"
+        }
 
 
 # Tenants
