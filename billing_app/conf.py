@@ -31,6 +31,12 @@ DEFAULTS: dict[str, Any] = {
     # On a plan change, usage of the current quota window "carry"s into the new plan's
     # quotas, or "reset"s to zero.
     "CHANGE_PLAN_USAGE": "carry",
+    # Fractions of a quota that send usage_threshold_crossed (and the webhook) once a window.
+    "USAGE_ALERT_THRESHOLDS": (0.8, 1.0),
+    # The operator's endpoint for outbound webhooks (usage.threshold_crossed,
+    # subscription.updated, cycle.closed), signed with WEBHOOK_SECRET; None sends none.
+    "WEBHOOK_URL": None,
+    "WEBHOOK_SECRET": "",
     # Metadata key, on a Stripe customer or subscription, that holds the tenant's user id.
     "STRIPE_METADATA_KEY": "billing_user",
     # Hosts that Checkout and the billing portal may send a tenant back to; None means

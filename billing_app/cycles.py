@@ -115,6 +115,18 @@ def _catch_up(
     return closed if closed_now else record
 
 
+def as_json(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "id": record.pk,
+        "userId": record.user_id,
+        "plan": record.plan.key,
+        "status": record.status,
+        "cycleStart": record.cycle_start.isoformat(),
+        "cycleEnd": record.cycle_end.isoformat(),
+        "usage": record.usage,
+    }
+
+
 def _open(subscription: Subscription, at: datetime, start: datetime | None = None) -> UsageRecord:
     """The open record of the cycle containing ``at``, starting no earlier than ``start``
     (where the previous record ended)."""
@@ -174,4 +186,5 @@ def _close(record: UsageRecord, status: str, *, end: datetime | None = None) -> 
             # The charge is decided with the close, in its transaction: never one without
             # the other.
             outbox.overage_charges(record)
+            outbox.webhook("cycle.closed", key=f"billing-cycle-{record.pk}", data=as_json(record))
     return record

@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 from django_ratelimit.core import get_usage
 from rest_framework.exceptions import PermissionDenied
 
-from . import selectors, services
+from . import alerts, selectors, services
 from .conf import billing_settings
 from .exceptions import (
     CallRefused,
@@ -178,7 +178,7 @@ def _reserve(
     """Reserve in the window of ``at``; over ``limit`` becomes the contract's refusal."""
     window = entitlement.window(at)
     try:
-        return services.usage_reserve(
+        reservation = services.usage_reserve(
             user_id=entitlement.user_id,
             primitive=primitive,
             quantity=quantity,
@@ -197,6 +197,16 @@ def _reserve(
             limit=limit,
             window=window,
         ) from None
+    if not reservation.duplicate:
+        alerts.note(
+            user_id=reservation.user_id,
+            primitive=primitive,
+            window=reservation.window,
+            before=reservation.used - quantity,
+            after=reservation.used,
+            limit=entitlement.quotas.get(primitive) if entitlement.limited else None,
+        )
+    return reservation
 
 
 def refusal_headers(error: CallRefused) -> dict[str, str]:

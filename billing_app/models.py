@@ -255,6 +255,29 @@ class UsageRecord(TimeStamped):
         return f"{self.user} {self.cycle_start:%Y-%m-%d}..{self.cycle_end:%Y-%m-%d} ({self.status})"
 
 
+class UsageAlert(models.Model):
+    """A usage threshold a tenant crossed in a quota window: the row makes the alert once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    primitive = PrimitiveField()
+    window_start = models.DateTimeField()
+    threshold = models.DecimalField(max_digits=6, decimal_places=4)
+    usage = models.BigIntegerField()
+    limit = models.BigIntegerField()
+    crossed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "primitive", "window_start", "threshold"],
+                name="billing_alert_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.primitive} {self.threshold:%}"
+
+
 class OutboxMessage(TimeStamped):
     """Something to tell another system, written in the transaction that decided it and
     delivered afterwards with retries. ``key`` is deterministic and sent as the

@@ -11,7 +11,12 @@ least 24 hours; the retries here end well within that.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
+import time
+import urllib.request
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +25,7 @@ import stripe
 from django.db import transaction
 from django.utils import timezone
 
+from .conf import billing_settings
 from .models import OutboxMessage, PlanQuota, Subscription, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -98,6 +104,23 @@ def overage_charges(record: UsageRecord) -> list[OutboxMessage]:
     return messages
 
 
+def webhook(event_type: str, *, key: str, data: dict[str, Any]) -> OutboxMessage | None:
+    """An outbound webhook to ``BILLING_WEBHOOK_URL``, when one is set."""
+    if not billing_settings.WEBHOOK_URL:
+        return None
+    payload = {"id": key, "type": event_type, "created": int(time.time()), "data": data}
+    message, _ = OutboxMessage.objects.get_or_create(
+        key=key, defaults={"kind": Kind.WEBHOOK, "payload": payload}
+    )
+    return message
+
+
+def signature(body: bytes, secret: str, timestamp: int) -> str:
+    """``t=<timestamp>,v1=<HMAC-SHA256 of "<timestamp>.<body>">``, as Stripe signs."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
 # --- delivering ------------------------------------------------------------------------
 
 
@@ -135,7 +158,23 @@ def send(message: OutboxMessage) -> Any:
         return stripe.billing.MeterEvent.create(
             **message.payload, idempotency_key=message.key, api_key=api_key()
         )
+    if message.kind == Kind.WEBHOOK:
+        return _post_webhook(message)
     raise ValueError(f"Unknown outbox message kind {message.kind!r}")
+
+
+def _post_webhook(message: OutboxMessage) -> dict[str, Any]:
+    body = json.dumps(message.payload, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Billing-Signature": signature(body, billing_settings.WEBHOOK_SECRET, int(time.time())),
+        "Idempotency-Key": message.key,
+    }
+    request = urllib.request.Request(
+        billing_settings.WEBHOOK_URL, data=body, headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {"id": message.key, "object": "webhook", "status": response.status}
 
 
 def _delivered(message: OutboxMessage, answer: Any) -> None:

@@ -20,7 +20,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import cycles
+from . import cycles, outbox
 from .conf import billing_settings
 from .exceptions import Conflict, InvalidInput
 from .models import (
@@ -318,7 +318,24 @@ def subscription_set(
     # Keep the usage records in step: a period moved on closes the old cycle; a
     # cancellation finalizes the open one.
     cycles.follow(user=user)
+    outbox.webhook(
+        "subscription.updated",
+        key=f"billing-subscription-{subscription.pk}-{subscription.updated_at.timestamp()}",
+        data={
+            "userId": subscription.user_id,
+            "plan": plan.key,
+            "status": subscription.status,
+            "stripeSubscriptionId": subscription.stripe_subscription_id,
+            "currentPeriodStart": _iso(subscription.current_period_start),
+            "currentPeriodEnd": _iso(subscription.current_period_end),
+            "cancelAtPeriodEnd": subscription.cancel_at_period_end,
+        },
+    )
     return subscription
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _full_clean(instance: Any) -> None:

@@ -1,0 +1,168 @@
+"""Usage alerts fire once per threshold and window, and outbound webhooks are signed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from billing_app import cycles, outbox, services
+from billing_app.models import OutboxMessage, UsageAlert
+from billing_app.signals import usage_threshold_crossed
+from billing_app.testutils import subscribe
+
+from .factories import UserFactory
+
+
+@pytest.fixture
+def crossings():
+    """Every usage_threshold_crossed sent, as (tenant id, primitive, threshold, usage, limit)."""
+    seen = []
+    lock = threading.Lock()
+
+    def receive(sender, tenant, primitive, threshold, usage, limit, window, **kwargs):
+        with lock:
+            seen.append((tenant.pk, primitive, threshold, usage, limit))
+
+    usage_threshold_crossed.connect(receive)
+    yield seen
+    usage_threshold_crossed.disconnect(receive)
+
+
+def call_seo(token):
+    return Client().post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+
+
+@pytest.mark.django_db
+def test_each_threshold_fires_once_after_commit(
+    crossings, tenant, tenant_token, django_capture_on_commit_callbacks
+):
+    subscribe(tenant, quotas={"seo": 10})
+    with django_capture_on_commit_callbacks(execute=True):
+        statuses = [call_seo(tenant_token) for _ in range(12)]
+
+    assert statuses == [200] * 10 + [429] * 2
+    assert crossings == [(tenant.pk, "seo", 0.8, 8, 10), (tenant.pk, "seo", 1.0, 10, 10)]
+    assert UsageAlert.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_nothing_is_sent_before_commit(crossings, tenant, tenant_token):
+    subscribe(tenant, quotas={"seo": 1})
+    call_seo(tenant_token)  # the test's transaction never commits
+    assert crossings == []
+
+
+@pytest.mark.django_db
+def test_a_window_without_quota_sends_nothing(
+    crossings, tenant, tenant_token, django_capture_on_commit_callbacks
+):
+    subscribe(tenant, quotas={"aeo": 1})
+    with django_capture_on_commit_callbacks(execute=True):
+        call_seo(tenant_token)
+    assert crossings == []
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_calls_cross_each_threshold_once(crossings):
+    for _ in range(3):
+        crossings.clear()
+        tenant = UserFactory()
+        subscribe(tenant, quotas={"seo": 10})
+        token = services.tenant_token_issue(user=tenant)[1]
+        barrier = threading.Barrier(50)
+
+        def call(_):
+            barrier.wait()
+            try:
+                return call_seo(token)
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(pool.map(call, range(50)))
+
+        assert statuses.count(200) == 10
+        assert sorted(c[2] for c in crossings) == [0.8, 1.0]
+        assert {c[0] for c in crossings} == {tenant.pk}
+
+
+# --- outbound webhooks ------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator_endpoint(settings):
+    """The operator's webhook URL: a loopback server that keeps what it receives."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.BILLING_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    settings.BILLING_WEBHOOK_SECRET = "whsec_operator"
+    yield received
+    server.shutdown()
+
+
+def verify(headers, body, secret="whsec_operator"):
+    parts = dict(part.split("=", 1) for part in headers["Billing-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(parts["v1"], expected.hexdigest())
+
+
+@pytest.mark.django_db
+def test_threshold_webhook_is_signed_and_sent_once(operator_endpoint, tenant, tenant_token):
+    subscribe(tenant, quotas={"seo": 5})
+    for _ in range(5):
+        call_seo(tenant_token)
+
+    assert outbox.deliver() >= 2
+    assert outbox.deliver() == 0
+
+    events = [json.loads(body) for _, body in operator_endpoint]
+    crossed = [e for e in events if e["type"] == "usage.threshold_crossed"]
+    assert [e["data"]["threshold"] for e in crossed] == [0.8, 1.0]
+    assert crossed[0]["data"]["userId"] == tenant.pk
+    assert all(verify(headers, body) for headers, body in operator_endpoint)
+    assert not verify(*operator_endpoint[0], secret="whsec_wrong")
+
+
+@pytest.mark.django_db
+def test_subscription_and_cycle_webhooks(operator_endpoint, tenant):
+    subscribe(tenant, quotas={"seo": 5})
+    services.subscription_set(
+        user=tenant, plan_key=tenant.billing_subscription.plan.key, status="canceled"
+    )
+
+    kinds = sorted(m.payload["type"] for m in OutboxMessage.objects.filter(kind="webhook"))
+    assert kinds == ["cycle.closed", "subscription.updated", "subscription.updated"]
+    outbox.deliver()
+    assert len(operator_endpoint) == 3
+    closed = next(json.loads(b) for _, b in operator_endpoint if b"cycle.closed" in b)
+    assert closed["data"]["status"] == "final"
+    assert cycles.follow(user=tenant) is None
+
+
+@pytest.mark.django_db
+def test_no_webhook_url_no_messages(tenant, tenant_token):
+    subscribe(tenant, quotas={"seo": 1})
+    call_seo(tenant_token)
+    assert not OutboxMessage.objects.exists()
