@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from . import outbox, selectors, services, stripe_sync
+from . import cycles, outbox, selectors, services, stripe_sync
 from .exceptions import BillingError, InvalidInput
 from .models import (
     AccountKit,
@@ -68,8 +70,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
     list_select_related = ["user", "plan"]
     search_fields = ["user__email", "stripe_customer_id", "stripe_subscription_id"]
     raw_id_fields = ["user"]
-    readonly_fields = ["status_changed_at", "usage_this_window", "created_at", "updated_at"]
-    actions = ["assign_plan_kit"]
+    readonly_fields = [
+        "status_changed_at",
+        "usage_this_cycle",
+        "usage_this_window",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["assign_plan_kit", "change_plan"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # One subscription per tenant: moving one to another tenant is not an edit.
@@ -109,11 +117,71 @@ class SubscriptionAdmin(admin.ModelAdmin):
             rows,
         )
 
+    @admin.display(description="this cycle's usage against quotas")
+    def usage_this_cycle(self, obj: Subscription) -> str:
+        record = cycles.follow(user=obj.user) if obj.pk else None
+        if record is None:
+            return "-"
+        bars = format_html_join(
+            "",
+            '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
+            'background:#ddd"><div style="width:{}%;height:10px;background:{}">'
+            "</div></div></td></tr>",
+            (
+                (
+                    primitive,
+                    entry["used"],
+                    "unlimited" if entry["quota"] is None else entry["quota"],
+                    _percent(entry),
+                    "#ba2121" if entry["overage"] else "#417690",
+                )
+                for primitive, entry in sorted(cycles.current_usage(record).items())
+            ),
+        )
+        return format_html(
+            "<p>{} to {} on {}</p><table>{}</table>",
+            record.cycle_start,
+            record.cycle_end,
+            record.plan.key,
+            bars,
+        )
+
+    @admin.action(description="Change plan (on Stripe first when Stripe-backed)")
+    def change_plan(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> Any:
+        if "apply" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/billing_app/change_plan.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Change plan",
+                    "subscriptions": queryset.select_related("user", "plan"),
+                    "plans": Plan.objects.filter(active=True),
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        changed = 0
+        for subscription in queryset.select_related("user"):
+            try:
+                stripe_sync.plan_change(user=subscription.user, plan_key=request.POST["plan_key"])
+                changed += 1
+            except BillingError as error:
+                self.message_user(request, f"{subscription.user}: {error}", messages.ERROR)
+        self.message_user(request, f"{changed} subscription(s) moved.")
+        return None
+
     @admin.action(description="Assign each subscription's plan kit to its tenant")
     def assign_plan_kit(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         for subscription in queryset.select_related("plan__account_kit"):
             services.kit_assign(user=subscription.user, kit=subscription.plan.account_kit)
         self.message_user(request, f"Assigned the plan's kit to {queryset.count()} tenants.")
+
+
+def _percent(entry: dict[str, Any]) -> int:
+    if not entry["quota"]:
+        return 100 if entry["used"] else 0
+    return min(100, round(100 * entry["used"] / entry["quota"]))
 
 
 @admin.register(KitAssignment)

@@ -13,6 +13,7 @@ from billing_app import cycles, selectors, services
 from billing_app.models import (
     KitAssignment,
     OperatorKey,
+    OutboxMessage,
     StripeSyncProblem,
     Subscription,
     TenantToken,
@@ -26,7 +27,7 @@ from .factories import AccountKitFactory, PlanFactory, SubscriptionFactory, User
 pytestmark = pytest.mark.django_db
 
 EDITABLE = ["accountkit", "plan", "subscription", "kitassignment", "operatorkey", "tenanttoken"]
-READ_ONLY = ["usageevent", "usagecounter", "stripesyncproblem", "usagerecord"]
+READ_ONLY = ["usageevent", "usagecounter", "stripesyncproblem", "usagerecord", "outboxmessage"]
 
 
 def url(model: str, view: str, *args) -> str:
@@ -85,6 +86,9 @@ def world(db):
         "usagecounter": counter,
         "usageevent": event,
         "usagerecord": cycles.follow(user=user),
+        "outboxmessage": OutboxMessage.objects.create(
+            kind="webhook", key="k1", payload={"type": "cycle.closed"}
+        ),
         "stripesyncproblem": StripeSyncProblem.objects.create(
             stripe_subscription_id="sub_lost", reason="no_tenant", detail="Customer cus_x ..."
         ),
@@ -462,3 +466,66 @@ def test_adding_and_changing_a_kit_assignment_goes_through_the_service(admin, mo
     assert selectors.kit_of(user=user) == second
     assert KitAssignment.objects.count() == 1
     assert [call["kit"] for call in calls] == [first, second]
+
+
+# Billing cycles in the admin
+
+
+def test_subscription_page_shows_this_cycles_usage_as_bars(admin, world):
+    subscription = world["subscription"]
+    response = admin.get(url("subscription", "change", subscription.pk))
+    page = response.content.decode()
+    assert "usage against quotas" in page
+    assert "width:200px" in page  # the bar's track, rendered here: no CDN, no script
+
+
+def test_change_plan_action_asks_then_moves(admin, world):
+    subscription = world["subscription"]
+    PlanFactory(key="bigger", limits={"seo": 5000})
+    changelist = url("subscription", "changelist")
+
+    form = admin.post(changelist, {"action": "change_plan", "_selected_action": [subscription.pk]})
+    assert form.status_code == 200 and b"bigger" in form.content
+    assert Subscription.objects.get(pk=subscription.pk).plan.key == "pro"
+
+    done = admin.post(
+        changelist,
+        {
+            "action": "change_plan",
+            "_selected_action": [subscription.pk],
+            "plan_key": "bigger",
+            "apply": "1",
+        },
+        follow=True,
+    )
+    assert "1 subscription(s) moved." in messages_of(done)
+    assert Subscription.objects.get(pk=subscription.pk).plan.key == "bigger"
+    statuses = sorted(subscription.user.billing_records.values_list("status", "plan__key"))
+    assert statuses == [("current", "bigger"), ("recorded", "pro")]
+
+
+def test_change_plan_action_reports_a_bad_plan(admin, world):
+    subscription = world["subscription"]
+    done = admin.post(
+        url("subscription", "changelist"),
+        {
+            "action": "change_plan",
+            "_selected_action": [subscription.pk],
+            "plan_key": "nope",
+            "apply": "1",
+        },
+        follow=True,
+    )
+    assert any("nope" in m for m in messages_of(done))
+    assert Subscription.objects.get(pk=subscription.pk).plan.key == "pro"
+
+
+def test_outbox_retry_action(admin, world):
+    message = world["outboxmessage"]
+    OutboxMessage.objects.filter(pk=message.pk).update(state="failed", attempts=8)
+    admin.post(
+        url("outboxmessage", "changelist"),
+        {"action": "retry", "_selected_action": [message.pk]},
+    )
+    message.refresh_from_db()
+    assert (message.state, message.attempts) == ("pending", 0)
