@@ -331,7 +331,13 @@ def ingest(*, events: list[Any]) -> list[dict[str, Any]]:
         for event in events
     ]
     items = [item for item in parsed if isinstance(item, services.IngestItem)]
-    outcomes = iter(services.usage_ingest(items=items))
+    # The quotas the batch's counters are measured against, for usage alerts.
+    limits = {
+        (user_id, primitive): entitlements[user_id].quotas.get(primitive)
+        for user_id, primitive in {(item.user_id, item.primitive) for item in items}
+        if entitlements[user_id].limited
+    }
+    outcomes = iter(services.usage_ingest(items=items, limits=limits))
     results = []
     for index, item in enumerate(parsed):
         if isinstance(item, dict):

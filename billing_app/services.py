@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -20,7 +20,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import cycles, outbox
+from . import alerts, cycles, outbox
 from .conf import billing_settings
 from .exceptions import Conflict, InvalidInput
 from .models import (
@@ -535,7 +535,9 @@ class IngestItem:
     fingerprint: str
 
 
-def usage_ingest(*, items: list[IngestItem]) -> list[tuple[str, int]]:
+def usage_ingest(
+    *, items: list[IngestItem], limits: Mapping[tuple[Any, str], int | None] | None = None
+) -> list[tuple[str, int]]:
     """Write a batch of reported usage: one statement for the events, one for the counters,
     in one transaction. Answers ("created" | "duplicate" | "conflict", event id) per item,
     in order. Reported usage is recorded whatever the quota (overage): it already happened.
@@ -621,11 +623,20 @@ def usage_ingest(*, items: list[IngestItem]) -> list[tuple[str, int]]:
                 first = known[(item.user_id, item.idempotency_key)]
                 same = first.fingerprint == item.fingerprint
                 results[index] = ("duplicate" if same else "conflict", first.pk)
-        _counters_add(inserted)
+        _counters_add(inserted, limits or {})
     return results
 
 
-def _counters_add(items: list[IngestItem]) -> None:
+def _as_aware(value: Any) -> datetime:
+    """A timestamp from a raw cursor (SQLite gives naive or text) as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
+
+
+def _counters_add(items: list[IngestItem], limits: Mapping[tuple[Any, str], int | None]) -> None:
+    """Add the batch's quantities to their counters; the usage alerts of thresholds the
+    additions crossed (each counter's value after ours comes back from the upsert)."""
     totals: dict[tuple[Any, str, datetime, datetime], int] = {}
     for item in items:
         key = (item.user_id, item.primitive, item.window.start, item.window.end)
@@ -657,8 +668,24 @@ def _counters_add(items: list[IngestItem]) -> None:
             cursor.execute(
                 f"INSERT INTO {table} (user_id, primitive, window_start, window_end, used) "
                 f"{source} ON CONFLICT (user_id, primitive, window_start) DO UPDATE "
-                f"SET used = {table}.used + excluded.used",
+                f"SET used = {table}.used + excluded.used "
+                "RETURNING user_id, primitive, window_start, used",
                 params,
             )
+            counted = cursor.fetchall() if limits else []
     except (DataError, OverflowError):
         raise _invalid("events", "A counter cannot hold that much more usage.") from None
+    added = {(u, p, start): (end, used) for (u, p, start, end), used in totals.items()}
+    for user_id, primitive, start, after in counted:
+        limit = limits.get((user_id, primitive))
+        if limit:
+            start = _as_aware(start)
+            end, quantity = added[(user_id, primitive, start)]
+            alerts.note(
+                user_id=user_id,
+                primitive=primitive,
+                window=Window(start, end),
+                before=after - quantity,
+                after=after,
+                limit=limit,
+            )

@@ -166,3 +166,16 @@ def test_no_webhook_url_no_messages(tenant, tenant_token):
     subscribe(tenant, quotas={"seo": 1})
     call_seo(tenant_token)
     assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_batch_ingestion_sends_the_thresholds_it_crosses(
+    api, crossings, tenant, django_capture_on_commit_callbacks
+):
+    subscribe(tenant, quotas={"seo": 10})
+    events = [{"userId": tenant.pk, "primitive": "seo", "quantity": 3} for _ in range(3)]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("/v1/usage/events", {"events": events}, format="json").status_code == 200
+        api.post("/v1/usage/events", {"events": events[:1]}, format="json")
+
+    assert crossings == [(tenant.pk, "seo", 0.8, 9, 10), (tenant.pk, "seo", 1.0, 12, 10)]

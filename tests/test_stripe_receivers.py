@@ -456,3 +456,26 @@ def test_concurrent_deliveries_end_on_stripes_last_state(stripe_stub, plans):
         assert answers == [200] * 12
         assert state_of(tenant) == expected(states[-1])
         assert Event.objects.filter(id__in=[event["id"] for event in events]).count() == 4
+
+
+def test_renewal_webhook_closes_the_old_cycle(client, stripe_stub, plans, tenant, customer):
+    from billing_app.models import UsageRecord
+
+    first_end = int(time.time()) - 3600  # the first period ended an hour ago
+    sub = stripe_stub.subscription(
+        customer=customer["id"], price="price_pro", start=first_end - 30 * 86400, end=first_end
+    )
+    deliver(client, stripe_stub.event("customer.subscription.created", sub))
+    # As if that event had come during the first period, which has ended since.
+    UsageRecord.objects.filter(user=tenant).update(
+        cycle_start=datetime.fromtimestamp(first_end - 30 * 86400, tz=UTC),
+        cycle_end=datetime.fromtimestamp(first_end, tz=UTC),
+    )
+    item = sub["items"]["data"][0]
+    item.update(current_period_start=first_end, current_period_end=first_end + 30 * 86400)
+
+    deliver(client, stripe_stub.event("customer.subscription.updated", sub))
+
+    old, new = UsageRecord.objects.filter(user=tenant).order_by("cycle_start")
+    assert old.status == "recorded" and new.status == "current"
+    assert old.cycle_end == new.cycle_start == datetime.fromtimestamp(first_end, tz=UTC)
