@@ -546,20 +546,6 @@ def usage_ingest(
         return []
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(timezone.now())
-    by_name = {f.name: f for f in UsageEvent._meta.concrete_fields}
-    fields = [
-        by_name[name]
-        for name in (
-            "user",
-            "primitive",
-            "quantity",
-            "occurred_at",
-            "recorded_at",
-            "window_start",
-            "idempotency_key",
-            "fingerprint",
-        )
-    ]
     rows = [
         (
             item.user_id,
@@ -573,16 +559,20 @@ def usage_ingest(
         )
         for item in items
     ]
-    if connection.vendor == "postgresql":
-        # One array per column, as Django's bulk_create does here: psycopg binds on the
-        # client and splits the statement at every placeholder, which for eight per event
-        # cost more than the insert itself.
-        arrays = ", ".join(f"%s::{(f.db_type(connection) or '').split('(')[0]}[]" for f in fields)
-        source = f"SELECT * FROM unnest({arrays})"
-        params: list[Any] = [list(column) for column in zip(*rows, strict=True)]
-    else:
-        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-        params = [value for row in rows for value in row]
+    source, params = _rows_source(
+        UsageEvent,
+        (
+            "user",
+            "primitive",
+            "quantity",
+            "occurred_at",
+            "recorded_at",
+            "window_start",
+            "idempotency_key",
+            "fingerprint",
+        ),
+        rows,
+    )
     events = UsageEvent._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
@@ -627,6 +617,19 @@ def usage_ingest(
     return results
 
 
+def _rows_source(model: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Any:
+    """``rows`` as the source of an ``INSERT``, and its parameters. On PostgreSQL one array
+    per column, as Django's bulk_create does: psycopg binds on the client and splits the
+    statement at every placeholder, which for eight per event cost more than the insert."""
+    if connection.vendor == "postgresql":
+        by_name = {f.name: f for f in model._meta.concrete_fields}
+        types = [(by_name[name].db_type(connection) or "").split("(")[0] for name in names]
+        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        return f"SELECT * FROM unnest({arrays})", [list(c) for c in zip(*rows, strict=True)]
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    return "VALUES " + ", ".join([row] * len(rows)), [value for row in rows for value in row]
+
+
 def _as_aware(value: Any) -> datetime:
     """A timestamp from a raw cursor (SQLite gives naive or text) as an aware datetime."""
     if isinstance(value, str):
@@ -650,19 +653,10 @@ def _counters_add(items: list[IngestItem], limits: Mapping[tuple[Any, str], int 
         (user_id, primitive, adapt(start), adapt(end), used)
         for (user_id, primitive, start, end), used in sorted(totals.items())
     ]
-    if connection.vendor == "postgresql":
-        # Arrays rather than five placeholders per row (see usage_ingest); unnest keeps
-        # the sorted order.
-        by_name = {f.name: f for f in UsageCounter._meta.concrete_fields}
-        fields = [
-            by_name[name] for name in ("user", "primitive", "window_start", "window_end", "used")
-        ]
-        arrays = ", ".join(f"%s::{(f.db_type(connection) or '').split('(')[0]}[]" for f in fields)
-        source = f"SELECT * FROM unnest({arrays})"
-        params: list[Any] = [list(column) for column in zip(*rows, strict=True)]
-    else:
-        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
-        params = [value for row in rows for value in row]
+    # unnest keeps the sorted order.
+    source, params = _rows_source(
+        UsageCounter, ("user", "primitive", "window_start", "window_end", "used"), rows
+    )
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(

@@ -20,7 +20,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from djstripe.models import WebhookEventTrigger
 from djstripe.models.webhooks import get_remote_ip
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,7 +29,7 @@ from ..conf import billing_settings
 from ..exceptions import NotFound
 from ..periods import Window, label
 from . import serializers as s
-from .views import BillingAPIView, extend_schema
+from .views import BillingAPIView, Pagination, extend_schema
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +83,9 @@ class UsageView(TenantAPIView):
         return Response(s.SelfUsageSerializer(body).data)
 
 
-class InvoicePagination(CursorPagination):
+class InvoicePagination(Pagination):
+    key = "invoices"
     ordering = ("-created", "-djstripe_id")
-    page_size = 20
-    max_page_size = 100
-    page_size_query_param = "pageSize"
-
-    def get_paginated_response(self, data: Any) -> Response:
-        return Response(
-            {"invoices": data, "next": self.get_next_link(), "previous": self.get_previous_link()}
-        )
 
 
 class InvoicesView(TenantAPIView):

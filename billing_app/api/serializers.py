@@ -338,10 +338,13 @@ def _from_timestamp(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC) if value else None
 
 
-class InvoiceListSerializer(serializers.Serializer):
-    invoices = InvoiceSerializer(many=True)
+class PageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
+
+
+class InvoiceListSerializer(PageSerializer):
+    invoices = InvoiceSerializer(many=True)
 
 
 class CheckoutInputSerializer(serializers.Serializer):
@@ -397,10 +400,8 @@ class CycleRecordSerializer(serializers.Serializer):
         return current_usage(record) if record.status == "current" else record.usage
 
 
-class CycleRecordListSerializer(serializers.Serializer):
+class CycleRecordListSerializer(PageSerializer):
     records = CycleRecordSerializer(many=True)
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
 
 
 class ChangePlanInputSerializer(serializers.Serializer):

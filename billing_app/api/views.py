@@ -187,16 +187,23 @@ class UsageView(OperatorAPIView):
         )
 
 
-class RecordPagination(CursorPagination):
-    ordering = "-cycle_start"
+class Pagination(CursorPagination):
+    """Cursor pages of 20 (``pageSize``, at most 100) as ``{<key>: [...], next, previous}``."""
+
+    key = "results"
     page_size = 20
     max_page_size = 100
     page_size_query_param = "pageSize"
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
-            {"records": data, "next": self.get_next_link(), "previous": self.get_previous_link()}
+            {self.key: data, "next": self.get_next_link(), "previous": self.get_previous_link()}
         )
+
+
+class RecordPagination(Pagination):
+    key = "records"
+    ordering = "-cycle_start"
 
 
 class UsageRecordListView(OperatorAPIView):
