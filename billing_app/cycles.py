@@ -50,7 +50,7 @@ def follow(*, user: Any, at: datetime | None = None) -> UsageRecord | None:
                 end = max(at, record.cycle_start + timedelta(microseconds=1))
                 _close(record, Status.FINAL, end=end)
             return None
-        return _catch_up(subscription, record, at)
+        return _catch_up(subscription, record, at)[0]
 
 
 def close_cycles(*, at: datetime | None = None) -> list[UsageRecord]:
@@ -75,7 +75,7 @@ def close_cycles(*, at: datetime | None = None) -> list[UsageRecord]:
             if subscription is None or subscription.status in ENDED:
                 closed.append(_close(record, Status.RECORDED))
                 continue
-            closed.extend(_catch_up(subscription, record, at, closed_now=True))
+            closed.extend(_catch_up(subscription, record, at)[1])
     unrecorded = Subscription.objects.exclude(status__in=ENDED).exclude(
         user__billing_records__status=Status.CURRENT
     )
@@ -86,13 +86,13 @@ def close_cycles(*, at: datetime | None = None) -> list[UsageRecord]:
 
 
 def _catch_up(
-    subscription: Subscription, record: UsageRecord | None, at: datetime, closed_now: bool = False
-) -> Any:
+    subscription: Subscription, record: UsageRecord | None, at: datetime
+) -> tuple[UsageRecord, list[UsageRecord]]:
     """Close ``record`` and its successors until the open one contains ``at``. Answers the
-    open record, or with ``closed_now`` the records it closed."""
-    closed = []
+    open record and the records it closed."""
+    closed: list[UsageRecord] = []
     if record is not None and record.cycle_start > at:
-        return closed if closed_now else record
+        return record, closed
     while record is not None and record.cycle_end <= at:
         closed.append(_close(record, Status.RECORDED))
         record = _open(subscription, record.cycle_end, start=record.cycle_end)
@@ -112,7 +112,7 @@ def _catch_up(
         # Stripe moved the period on before the old cycle's end: close it there.
         closed.append(_close(record, Status.RECORDED, end=subscription.current_period_start))
         record = _open(subscription, at)
-    return closed if closed_now else record
+    return record, closed
 
 
 def as_json(record: UsageRecord) -> dict[str, Any]:
