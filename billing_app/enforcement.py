@@ -363,7 +363,9 @@ def _ingest_item(
     errors: dict[str, list[str]] = {}
     user_id, primitive = event.get("userId"), event.get("primitive")
     quantity, key = event.get("quantity", 1), event.get("idempotencyKey") or ""
-    if user_id not in known_users:
+    # Only integer ids were looked up; a bool or a float would pass the set test by
+    # equality (True == 1, 1.0 == 1) and reach the insert with the wrong type.
+    if type(user_id) is not int or user_id not in known_users:
         errors["userId"] = [f"No user with id {user_id!r}."]
     if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
         errors["primitive"] = ["A primitive is a slug such as 'seo' or 'email.send'."]
