@@ -16,6 +16,7 @@ Options: --small 1000 --large 1000000 --seconds 5 --warmup 1 --connections 1 --r
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from typing import Any
@@ -170,7 +171,7 @@ def main() -> None:
     queries: dict[str, set[str]] = {}
     wrong = 0
     for name in names:
-        p50[name] = sorted(r["latency_ms"]["p50"] for r in runs[name])[(len(runs[name]) - 1) // 2]
+        p50[name] = statistics.median(r["latency_ms"]["p50"] for r in runs[name])
         p95 = max(r["latency_ms"]["p95"] for r in runs[name])
         counts: dict[str, int] = {}
         for run in runs[name]:
