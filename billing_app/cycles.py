@@ -47,8 +47,9 @@ def follow(*, user: Any, at: datetime | None = None) -> UsageRecord | None:
             return None
         if subscription.status in ENDED:
             if record is not None:
+                # The cycle open at the cancellation ends there (and no later than it would).
                 end = max(at, record.cycle_start + timedelta(microseconds=1))
-                _close(record, Status.FINAL, end=end)
+                _close(record, Status.FINAL, end=min(end, record.cycle_end))
             return None
         return _catch_up(subscription, record, at)[0]
 

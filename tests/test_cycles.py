@@ -337,3 +337,14 @@ def test_records_api_is_for_operators(anonymous, tenant_token, tenant):
     assert anonymous.get(path).status_code == 401
     anonymous.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_token}")
     assert anonymous.get(path).status_code == 403
+
+
+@pytestmark_db
+def test_a_cancellation_heard_after_the_cycle_ended_keeps_the_cycles_end(plan, tenant, now):
+    subscribed(tenant, now, days_ago=40)  # its cycle ended about ten days ago
+    record = UsageRecord.objects.get(user=tenant)
+
+    services.subscription_set(user=tenant, plan_key="pro", status="canceled")
+
+    final = UsageRecord.objects.get(pk=record.pk)
+    assert final.status == "final" and final.cycle_end == record.cycle_end
