@@ -99,8 +99,8 @@ def main() -> None:
         print(f"  {name:9s} {rps[name]:8.1f} req/s   {VIEWS[name]}")
     vs_unmetered = rps["metered"] / rps["unmetered"]
     vs_floor = rps["metered"] / rps["floor"]
-    print(f"  metered / unmetered = {vs_unmetered:.2f}")
-    print(f"  metered / floor     = {vs_floor:.2f}")
+    print(f"  metered / unmetered = {vs_unmetered:.3f}")
+    print(f"  metered / floor     = {vs_floor:.3f}")
     print(f"  target metered >= {TARGET} x floor: {harness.verdict(vs_floor >= TARGET)}")
 
 

@@ -305,11 +305,10 @@ def ingest(*, events: list[Any]) -> list[dict[str, Any]]:
     in order. A bad event fails alone with its field errors; the good ones land together.
     Validated by hand rather than with a serializer per event: this is the bulk path."""
     now = timezone.now()
-    user_ids = {e.get("userId") for e in events if isinstance(e, dict)}
+    # Only true integers: in a set, 1.0 or True would stand for (and hide) a good 1.
+    user_ids = {e["userId"] for e in events if isinstance(e, dict) and type(e.get("userId")) is int}
     known_users = set(
-        get_user_model()
-        ._default_manager.filter(pk__in=[u for u in user_ids if isinstance(u, int)])
-        .values_list("pk", flat=True)
+        get_user_model()._default_manager.filter(pk__in=user_ids).values_list("pk", flat=True)
     )
     # One entitlement per tenant and one window per tenant and window, not per event: the
     # windows of an entitlement partition time, so the last one found answers every

@@ -50,6 +50,18 @@ def test_good_events_land_and_bad_ones_fail_alone_in_order(api, tenant):
     )
 
 
+@pytest.mark.parametrize("user_id", [True, 1.0, "1", None])
+def test_a_user_id_must_be_an_integer(api, user_id):
+    UserFactory(pk=1)  # so that True == 1 and 1.0 == 1 would name a real tenant
+    events = [{"userId": user_id, "primitive": "seo"}, {"userId": 1, "primitive": "seo"}]
+
+    results = send(api, events).json()["results"]
+
+    assert [r["status"] for r in results] == ["invalid", "created"]
+    assert set(results[0]["errors"]) == {"userId"}
+    assert UsageEvent.objects.count() == 1
+
+
 def test_a_key_is_recorded_once_within_and_across_batches(api, tenant):
     event = {"userId": tenant.pk, "primitive": "seo", "quantity": 3, "idempotencyKey": "k"}
     first = send(api, [event, event]).json()["results"]
