@@ -1,4 +1,5 @@
-"""The operator's console. Saves and actions that change billing state call services."""
+"""The operator's console. Every save and action that changes billing state calls the same
+service as the API; every page render only reads."""
 
 from __future__ import annotations
 
@@ -9,26 +10,81 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from . import cycles, outbox, selectors, services, stripe_sync
+from .catalog import services as catalog
+from .customers import services as customers
 from .exceptions import BillingError, InvalidInput
+from .metering.selectors import usage_rollup
 from .models import (
     AccountKit,
+    BillingPeriod,
     KitAssignment,
     KitPrimitive,
     OperatorKey,
     OutboxMessage,
     Plan,
+    PlanFeature,
     PlanQuota,
-    StripeSyncProblem,
+    Problem,
+    Seat,
     Subscription,
     TenantToken,
     UsageCounter,
     UsageEvent,
     UsageRecord,
 )
+from .outbox.services import messages_retry
+from .stripe import calls as stripe_calls
+from .stripe import sync as stripe_sync
+from .subscriptions import services as subscriptions
+
+
+def _when(value: Any) -> str:
+    return date_format(timezone.localtime(value), "DATETIME_FORMAT") if value else "-"
+
+
+def _rows(formsets: list[Any], model: type) -> list[dict[str, Any]]:
+    """The rows an inline formset of ``model`` keeps, as cleaned data."""
+    rows = []
+    for formset in formsets:
+        if formset.model is not model:
+            continue
+        for form in formset.forms:
+            data = getattr(form, "cleaned_data", None)
+            if data and not data.get("DELETE"):
+                rows.append(data)
+    return rows
+
+
+class _ServiceSaveAdmin(admin.ModelAdmin):
+    """The object and its inlines are written together by a service, in ``save_related``
+    (after Django has validated the whole page), never by the forms themselves."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        pass
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        pass
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        try:
+            saved = self.save_with_service(form.instance, list(formsets))
+        except InvalidInput as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        form.instance.pk = saved.pk
+
+    def save_with_service(self, obj: Any, formsets: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Objects are kept by key: renaming the key would make another object.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return [*readonly, "key"] if obj is not None else readonly
 
 
 class KitPrimitiveInline(admin.TabularInline):
@@ -37,7 +93,7 @@ class KitPrimitiveInline(admin.TabularInline):
 
 
 @admin.register(AccountKit)
-class AccountKitAdmin(admin.ModelAdmin):
+class AccountKitAdmin(_ServiceSaveAdmin):
     list_display = ["key", "name", "primitive_list", "updated_at"]
     search_fields = ["key", "name"]
     inlines = [KitPrimitiveInline]
@@ -49,100 +105,174 @@ class AccountKitAdmin(admin.ModelAdmin):
     def primitive_list(self, kit: AccountKit) -> str:
         return ", ".join(p.primitive for p in kit.primitives.all())
 
+    def save_with_service(self, obj: AccountKit, formsets: list[Any]) -> AccountKit:
+        rows = _rows(formsets, KitPrimitive)
+        primitives = {row["primitive"]: row.get("rate_per_minute") for row in rows}
+        return catalog.account_kit_upsert(key=obj.key, name=obj.name, primitives=primitives)[0]
+
 
 class PlanQuotaInline(admin.TabularInline):
     model = PlanQuota
     extra = 1
 
 
+class PlanFeatureInline(admin.TabularInline):
+    model = PlanFeature
+    extra = 1
+
+
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
-    list_display = ["key", "name", "account_kit", "period", "stripe_price_id", "active"]
+class PlanAdmin(_ServiceSaveAdmin):
+    list_display = [
+        "key",
+        "name",
+        "account_kit",
+        "period",
+        "billing_cadence",
+        "stripe_price_id",
+        "active",
+    ]
     list_filter = ["active", "period"]
     search_fields = ["key", "name", "stripe_price_id"]
-    inlines = [PlanQuotaInline]
+    inlines = [PlanQuotaInline, PlanFeatureInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # retire a plan with "active" off: customers and records point at it
+
+    def save_with_service(self, obj: Plan, formsets: list[Any]) -> Plan:
+        quotas = _rows(formsets, PlanQuota)
+        return catalog.plan_upsert(
+            key=obj.key,
+            name=obj.name,
+            account_kit_id=obj.account_kit.key if obj.account_kit else None,
+            stripe_price_id=obj.stripe_price_id,
+            period=obj.period,
+            billing_cadence=obj.billing_cadence,
+            currency=obj.currency,
+            active=obj.active,
+            stripe_meter_event=obj.stripe_meter_event,
+            quotas={row["primitive"]: row["limit"] for row in quotas},
+            per_seat=[row["primitive"] for row in quotas if row.get("per_seat")],
+            overage={
+                row["primitive"]: row["overage_unit_price"]
+                for row in quotas
+                if row.get("overage") == PlanQuota.Overage.BILL
+            },
+            features=[row["feature"] for row in _rows(formsets, PlanFeature)],
+        )[0]
+
+
+class PeriodInline(admin.TabularInline):
+    model = BillingPeriod
+    fields = ["start", "end", "plan", "source", "end_reason", "recorded"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-start"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(boolean=True)
+    def recorded(self, period: BillingPeriod) -> bool:
+        return hasattr(period, "record")
+
+
+class SeatInline(admin.TabularInline):
+    model = Seat
+    fields = ["grantee", "assigned_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["user", "plan", "status", "current_period_end", "cancel_at_period_end"]
+    list_display = ["customer", "plan", "status", "seats", "cancel_at_period_end", "updated_at"]
     list_filter = ["status", "plan"]
-    list_select_related = ["user", "plan"]
-    search_fields = ["user__email", "stripe_customer_id", "stripe_subscription_id"]
-    raw_id_fields = ["user"]
-    readonly_fields = [
+    list_select_related = ["customer", "plan"]
+    search_fields = ["stripe_customer_id", "stripe_subscription_id"]
+    raw_id_fields = ["customer"]
+    fields = [
+        "customer",
+        "plan",
+        "status",
+        "seats",
+        "cancel_at_period_end",
+        "stripe_customer_id",
+        "stripe_subscription_id",
+        "usage",
+        "billing_cycle_anchor",
+        "started_at",
+        "ended_at",
         "status_changed_at",
-        "usage_this_cycle",
-        "usage_this_window",
-        "created_at",
-        "updated_at",
     ]
-    actions = ["assign_plan_kit", "change_plan"]
+    readonly_fields = [
+        "usage",
+        "billing_cycle_anchor",
+        "started_at",
+        "ended_at",
+        "status_changed_at",
+    ]
+    inlines = [PeriodInline, SeatInline]
+    actions = ["change_plan"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # One subscription per tenant: moving one to another tenant is not an edit.
+        # One subscription per customer: moving one to another customer is not an edit.
         readonly = list(super().get_readonly_fields(request, obj))
-        return [*readonly, "user"] if obj is not None else readonly
+        return [*readonly, "customer"] if obj is not None else readonly
 
     def save_model(self, request: HttpRequest, obj: Subscription, form: Any, change: bool) -> None:
-        subscription = services.subscription_set(
-            user=obj.user,
+        subscription = subscriptions.subscription_set(
+            customer=obj.customer,
             plan_key=obj.plan.key,
             status=obj.status,
+            seats=obj.seats,
             stripe_customer_id=obj.stripe_customer_id,
             stripe_subscription_id=obj.stripe_subscription_id,
-            current_period_start=obj.current_period_start,
-            current_period_end=obj.current_period_end,
             cancel_at_period_end=obj.cancel_at_period_end,
         )
         obj.pk = subscription.pk
         obj.refresh_from_db()
 
-    @admin.display(description="quotas and usage this window")
-    def usage_this_window(self, obj: Subscription) -> str:
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        pass  # periods and seats are shown, not edited here
+
+    @admin.display(description="usage (as enforced)")
+    def usage(self, obj: Subscription) -> str:
         if obj.pk is None:
             return "-"
-        rollup = selectors.usage_rollup(user=obj.user)
-        primitives = sorted(set(rollup.quotas) | set(rollup.usage))
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((p, rollup.usage.get(p, 0), rollup.quotas.get(p, "unlimited")) for p in primitives),
-        )
-        return format_html(
-            "<p>{} to {}</p><table><tr><th>primitive</th><th>used</th><th>quota</th></tr>"
-            "{}</table>",
-            rollup.period_start,
-            rollup.period_end,
-            rows,
-        )
-
-    @admin.display(description="this cycle's usage against quotas")
-    def usage_this_cycle(self, obj: Subscription) -> str:
-        record = cycles.follow(user=obj.user) if obj.pk else None
-        if record is None:
-            return "-"
+        rollup = usage_rollup(customer_id=obj.customer_id)
         bars = format_html_join(
             "",
             '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
-            'background:#ddd"><div style="width:{}%;height:10px;background:{}">'
-            "</div></div></td></tr>",
+            'background:#ddd" role="img" aria-label="{}% used"><div style="width:{}%;'
+            'height:10px;background:{}"></div></div></td></tr>',
             (
                 (
                     primitive,
-                    entry["used"],
-                    "unlimited" if entry["quota"] is None else entry["quota"],
-                    _percent(entry),
-                    "#ba2121" if entry["overage"] else "#417690",
+                    rollup.usage.get(primitive, 0),
+                    rollup.quotas.get(primitive, "unlimited"),
+                    percent,
+                    percent,
+                    "#ba2121" if percent >= 100 else "#417690",
                 )
-                for primitive, entry in sorted(cycles.current_usage(record).items())
+                for primitive in rollup.primitives()
+                for percent in [
+                    _percent(rollup.usage.get(primitive, 0), rollup.quotas.get(primitive))
+                ]
             ),
         )
         return format_html(
-            "<p>{} to {} on {}</p><table>{}</table>",
-            record.cycle_start,
-            record.cycle_end,
-            record.plan.key,
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}.</p><table>{}</table>",
+            rollup.plan or "none",
+            rollup.status or "no subscription",
+            _when(rollup.window.start),
+            _when(rollup.window.end),
+            _when(rollup.window.end),
             bars,
         )
 
@@ -155,45 +285,47 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 {
                     **self.admin_site.each_context(request),
                     "title": "Change plan",
-                    "subscriptions": queryset.select_related("user", "plan"),
+                    "subscriptions": queryset.select_related("customer", "plan"),
                     "plans": Plan.objects.filter(active=True),
                     "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                     "opts": self.model._meta,
                 },
             )
         changed = 0
-        for subscription in queryset.select_related("user"):
+        for subscription in queryset.select_related("customer"):
             try:
-                stripe_sync.plan_change(user=subscription.user, plan_key=request.POST["plan_key"])
+                stripe_calls.plan_change(
+                    customer=subscription.customer, plan_key=request.POST.get("plan_key", "")
+                )
                 changed += 1
             except BillingError as error:
-                self.message_user(request, f"{subscription.user}: {error}", messages.ERROR)
+                self.message_user(request, f"{subscription.customer}: {error}", messages.ERROR)
         self.message_user(request, f"{changed} subscription(s) moved.")
         return None
 
-    @admin.action(description="Assign each subscription's plan kit to its tenant")
-    def assign_plan_kit(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        for subscription in queryset.select_related("plan__account_kit"):
-            services.kit_assign(user=subscription.user, kit=subscription.plan.account_kit)
-        self.message_user(request, f"Assigned the plan's kit to {queryset.count()} tenants.")
 
-
-def _percent(entry: dict[str, Any]) -> int:
-    if not entry["quota"]:
-        return 100 if entry["used"] else 0
-    return min(100, round(100 * entry["used"] / entry["quota"]))
+def _percent(used: int, limit: int | None) -> int:
+    if not limit:
+        return 100 if used and limit == 0 else 0
+    return min(100, round(100 * used / limit))
 
 
 @admin.register(KitAssignment)
 class KitAssignmentAdmin(admin.ModelAdmin):
-    list_display = ["user", "kit", "assigned_at"]
+    list_display = ["customer", "kit", "assigned_at"]
     list_filter = ["kit"]
-    search_fields = ["user__email"]
-    raw_id_fields = ["user"]
+    raw_id_fields = ["customer"]
 
     def save_model(self, request: HttpRequest, obj: KitAssignment, form: Any, change: bool) -> None:
-        assignment = services.kit_assign(user=obj.user, kit=obj.kit)
+        assignment = customers.kit_assign(customer=obj.customer, kit=obj.kit)
         obj.pk = assignment.pk if assignment else None
+
+    def delete_model(self, request: HttpRequest, obj: KitAssignment) -> None:
+        customers.kit_assign(customer=obj.customer, kit=None)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[KitAssignment]) -> None:
+        for assignment in queryset.select_related("customer"):
+            customers.kit_assign(customer=assignment.customer, kit=None)
 
 
 class _KeyAdmin(APIKeyModelAdmin):
@@ -211,7 +343,7 @@ class _KeyAdmin(APIKeyModelAdmin):
         try:
             created, key = self.create(request, obj)
         except InvalidInput as error:
-            self.message_user(request, str(error.detail), messages.ERROR)
+            self.message_user(request, str(error), messages.ERROR)
             return
         obj.pk, obj.prefix = created.pk, created.prefix
         self.message_user(
@@ -223,28 +355,28 @@ class _KeyAdmin(APIKeyModelAdmin):
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for key in queryset.filter(revoked=False):
-            services.api_key_revoke(key=key)
+            customers.api_key_revoke(key=key)
 
 
 @admin.register(OperatorKey)
 class OperatorKeyAdmin(_KeyAdmin):
     def create(self, request: HttpRequest, obj: OperatorKey) -> tuple[Any, str]:
-        return services.operator_key_create(name=obj.name, expiry_date=obj.expiry_date)
+        return customers.operator_key_create(name=obj.name, expiry_date=obj.expiry_date)
 
 
 @admin.register(TenantToken)
 class TenantTokenAdmin(_KeyAdmin):
-    list_display = ["prefix", "name", "user", "created", "revoked"]
-    raw_id_fields = ["user"]
+    list_display = ["prefix", "name", "customer", "grantee", "created", "revoked"]
+    raw_id_fields = ["customer", "grantee"]
 
     def create(self, request: HttpRequest, obj: TenantToken) -> tuple[Any, str]:
-        return services.tenant_token_issue(
-            user=obj.user, name=obj.name, expiry_date=obj.expiry_date
+        return customers.tenant_token_issue(
+            customer=obj.customer, grantee=obj.grantee, name=obj.name, expiry_date=obj.expiry_date
         )
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Usage is written by metering only: the admin shows it, never edits it."""
+    """Written by the app only: the admin shows these, never edits them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -258,31 +390,37 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(UsageEvent)
 class UsageEventAdmin(_ReadOnlyAdmin):
-    list_display = ["occurred_at", "user", "primitive", "quantity", "idempotency_key"]
+    list_display = ["occurred_at", "customer", "primitive", "quantity", "idempotency_key"]
     list_filter = ["primitive"]
-    list_select_related = ["user"]
-    search_fields = ["user__email", "idempotency_key"]
+    list_select_related = ["customer"]
+    search_fields = ["idempotency_key"]
     date_hierarchy = "occurred_at"
 
 
 @admin.register(UsageCounter)
 class UsageCounterAdmin(_ReadOnlyAdmin):
-    list_display = ["user", "primitive", "window_start", "window_end", "used"]
+    list_display = ["customer", "primitive", "window_start", "window_end", "used"]
     list_filter = ["primitive"]
-    list_select_related = ["user"]
-    search_fields = ["user__email"]
+    list_select_related = ["customer"]
     date_hierarchy = "window_start"
+
+
+@admin.register(BillingPeriod)
+class BillingPeriodAdmin(_ReadOnlyAdmin):
+    list_display = ["customer", "plan", "start", "end", "source", "end_reason"]
+    list_filter = ["source", "end_reason", "plan"]
+    list_select_related = ["customer", "plan"]
+    date_hierarchy = "start"
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(_ReadOnlyAdmin):
-    """Billing cycles: written when a cycle closes, never edited."""
+    """Billing periods' records: written when a period closes, never edited."""
 
-    list_display = ["user", "plan", "status", "cycle_start", "cycle_end", "closed_at"]
+    list_display = ["customer", "plan", "status", "period", "closed_at"]
     list_filter = ["status", "plan"]
-    list_select_related = ["user", "plan"]
-    search_fields = ["user__email"]
-    date_hierarchy = "cycle_start"
+    list_select_related = ["customer", "plan", "period"]
+    date_hierarchy = "closed_at"
 
 
 @admin.register(OutboxMessage)
@@ -297,34 +435,35 @@ class OutboxMessageAdmin(_ReadOnlyAdmin):
 
     @admin.action(description="Retry now")
     def retry(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
-        count = outbox.retry(queryset)
+        count = messages_retry(queryset)
         self.message_user(request, f"{count} message(s) will be sent again.")
 
 
-@admin.register(StripeSyncProblem)
-class StripeSyncProblemAdmin(_ReadOnlyAdmin):
-    """Stripe subscriptions that reached no tenant or no plan. Fix the cause (the detail
-    says how), then retry: a sync that applies removes the row."""
+@admin.register(Problem)
+class ProblemAdmin(_ReadOnlyAdmin):
+    """What the app could not do alone. Fix the cause (the detail says how), then retry:
+    an attempt that succeeds removes the row."""
 
-    list_display = ["stripe_subscription_id", "reason", "stripe_customer_id", "updated_at"]
-    list_filter = ["reason"]
-    search_fields = ["stripe_subscription_id", "stripe_customer_id", "stripe_event_id"]
+    list_display = ["subject", "kind", "attempts", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["subject", "stripe_event_id"]
     actions = ["retry"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True  # dismiss a problem that needs no fix
 
     @admin.action(description="Retry: re-read from Stripe and apply")
-    def retry(self, request: HttpRequest, queryset: QuerySet[StripeSyncProblem]) -> None:
+    def retry(self, request: HttpRequest, queryset: QuerySet[Problem]) -> None:
         applied = 0
         for problem in queryset:
-            try:
-                applied += (
-                    stripe_sync.subscription_sync(problem.stripe_subscription_id, refresh=True)
-                    is not None
-                )
-            except (BillingError, stripe_sync.stripe.StripeError) as error:
+            kind, _, subject = problem.subject.partition(":")
+            if kind != "stripe":
                 self.message_user(
-                    request, f"{problem.stripe_subscription_id}: {error}", messages.ERROR
+                    request, f"{problem.subject}: billing_close_cycles retries it.", messages.INFO
                 )
+                continue
+            try:
+                applied += stripe_sync.subscription_sync(subject) is not None
+            except BillingError as error:
+                self.message_user(request, f"{problem.subject}: {error}", messages.ERROR)
         self.message_user(request, f"{applied} of {len(queryset)} applied.")

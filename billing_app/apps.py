@@ -7,4 +7,4 @@ class BillingAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401
+        from . import checks  # noqa: F401

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from .conf import billing_settings
+from .conf import billing_settings, customer_model_label
 from .periods import PERIODS
 
 
@@ -60,6 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="billing_app.E006",
             )
         )
+    errors.extend(_customer_model_errors())
     for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
         if app not in settings.INSTALLED_APPS:
             errors.append(
@@ -70,3 +71,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+def _customer_model_errors() -> list[Error]:
+    from django.apps import apps
+
+    label = customer_model_label()
+    try:
+        apps.get_model(label)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"BILLING_CUSTOMER_MODEL refers to {label!r}, which is not an installed model.",
+                hint="Use 'app_label.ModelName', set before the first migrate.",
+                id="billing_app.E007",
+            )
+        ]
+    subscriber = getattr(settings, "DJSTRIPE_SUBSCRIBER_MODEL", settings.AUTH_USER_MODEL)
+    if subscriber.lower() != label.lower():
+        return [
+            Error(
+                f"DJSTRIPE_SUBSCRIBER_MODEL ({subscriber}) is not BILLING_CUSTOMER_MODEL "
+                f"({label}).",
+                hint="The billed customer is dj-stripe's subscriber: set both to the same model.",
+                id="billing_app.E008",
+            )
+        ]
+    return []

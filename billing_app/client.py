@@ -3,70 +3,105 @@
     from billing_app.client import billing
 
     billing.plans.upsert(key="pro", name="Pro", quotas={"seo": 1000}, period="month")
-    billing.for_user(user).set_subscription(plan_key="pro", status="active")
-    billing.for_user(user).usage()
+    billing.for_customer(org).set_subscription(plan_key="pro", status="active")
+    billing.for_customer(org).usage()
 
-Every method is a thin call onto ``services`` or ``selectors``.
+Every method is a thin call onto a service or selector. ``for_user`` is ``for_customer``
+under the seeds' name.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import selectors, services
+from .catalog import selectors as catalog_selectors
+from .catalog import services as catalog
+from .customers import selectors as customers_selectors
+from .customers import services as customers
+from .entitlements import Entitlement, entitlement_for
+from .metering import services as metering
+from .metering.ledger import Reservation
+from .metering.selectors import UsageRollup, usage_rollup
 from .models import AccountKit, Plan, Subscription
+from .subscriptions import licenses
+from .subscriptions import selectors as subscriptions_selectors
+from .subscriptions import services as subscriptions
 
 
 class _Plans:
     def upsert(self, **fields: Any) -> Plan:
-        return services.plan_upsert(**fields)[0]
+        return catalog.plan_upsert(**fields)[0]
 
     def list(self) -> list[Plan]:
-        return list(selectors.plan_list())
+        return list(catalog_selectors.plan_list())
 
 
 class _AccountKits:
     def upsert(self, **fields: Any) -> AccountKit:
-        return services.account_kit_upsert(**fields)[0]
+        return catalog.account_kit_upsert(**fields)[0]
 
     def list(self) -> list[AccountKit]:
-        return list(selectors.account_kit_list())
+        return list(catalog_selectors.account_kit_list())
 
 
-class _Users:
-    def create(self, *, email: str) -> Any:
-        return services.tenant_create(email=email)
+class _Customers:
+    def create(self, *, email: str, name: str = "") -> Any:
+        return customers.customer_create(email=email, name=name)
 
 
-class TenantBilling:
-    def __init__(self, user: Any) -> None:
-        self.user = user
+class CustomerBilling:
+    def __init__(self, customer: Any) -> None:
+        self.customer = customer
 
     def set_subscription(self, *, plan_key: str, **fields: Any) -> Subscription:
-        return services.subscription_set(user=self.user, plan_key=plan_key, **fields)
+        return subscriptions.subscription_set(customer=self.customer, plan_key=plan_key, **fields)
 
     def subscription(self) -> Subscription | None:
-        return selectors.subscription_get(user=self.user)
+        return subscriptions_selectors.subscription_get(customer=self.customer)
 
-    def usage(self) -> selectors.UsageRollup:
-        return selectors.usage_rollup(user=self.user)
+    def entitlement(self) -> Entitlement:
+        """What applies now: plan, status, quotas, kit, features, the current window."""
+        return entitlement_for(customer_id=self.customer.pk, fresh=True)
+
+    def has_feature(self, feature: str) -> bool:
+        return self.entitlement().has_feature(feature)
+
+    def usage(self) -> UsageRollup:
+        return usage_rollup(customer_id=self.customer.pk)
+
+    def record(self, primitive: str, quantity: int = 1, **fields: Any) -> Reservation:
+        """Record usage that happened (as ``POST .../billing/usage`` does)."""
+        return metering.usage_record(
+            customer_id=self.customer.pk, primitive=primitive, quantity=quantity, **fields
+        )
 
     def assign_kit(self, kit_key: str | None) -> None:
-        kit = services.account_kit_get(ref=kit_key) if kit_key else None
-        services.kit_assign(user=self.user, kit=kit)
+        kit = catalog.account_kit_get(ref=kit_key) if kit_key else None
+        customers.kit_assign(customer=self.customer, kit=kit)
 
-    def issue_token(self, *, name: str = "api") -> str:
-        return services.tenant_token_issue(user=self.user, name=name)[1]
+    def issue_token(self, *, name: str = "api", grantee: Any = None) -> str:
+        return customers.tenant_token_issue(customer=self.customer, grantee=grantee, name=name)[1]
 
 
 class Billing:
     plans = _Plans()
     account_kits = _AccountKits()
-    users = _Users()
+    customers = _Customers()
+    users = customers
 
-    def for_user(self, user_or_id: Any) -> TenantBilling:
-        user = user_or_id if hasattr(user_or_id, "pk") else selectors.tenant_get(user_id=user_or_id)
-        return TenantBilling(user)
+    def for_customer(self, customer_or_id: Any) -> CustomerBilling:
+        customer = (
+            customer_or_id
+            if hasattr(customer_or_id, "pk")
+            else customers_selectors.customer_get(customer_id=customer_or_id)
+        )
+        return CustomerBilling(customer)
+
+    for_user = for_customer
+
+    def license_check(self, *grantee_ids: Any, grace_days: int = 0) -> list[dict[str, Any]]:
+        """The capabilities these grantees hold (Salable's license check)."""
+        return licenses.license_check(grantee_ids=grantee_ids, grace_days=grace_days)
 
 
 billing = Billing()

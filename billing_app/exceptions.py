@@ -1,86 +1,114 @@
 """Every error the app raises derives from :class:`BillingError`.
 
-Domain errors also derive from the matching DRF exception, so a DRF view that lets one
-escape answers with the right status and a body that names the field.
+Domain errors know nothing of HTTP: ``billing_app.api.errors`` maps each to a status and a
+body, for DRF views (their exception handler) and for the middleware alike.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import exceptions, status
 
 
 class BillingError(Exception):
     """Base class of the app's errors."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class BillingImproperlyConfigured(BillingError, ImproperlyConfigured):
     pass
 
 
-class InvalidInput(BillingError, exceptions.ValidationError):
-    """Input a service refuses; ``detail`` maps each field to its messages."""
+class InvalidInput(BillingError):
+    """Input a service refuses. ``fields`` maps each argument, by the name the service
+    takes, to its messages; the API renders the names as the client sent them."""
+
+    def __init__(self, fields: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items()))
+        self.fields = fields
 
 
-class NotFound(BillingError, exceptions.NotFound):
+class NotFound(BillingError):
     pass
 
 
-class Conflict(BillingError, exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
+class Conflict(BillingError):
+    """The request conflicts with the current state (a seat past the count, a key reused
+    with another body, nothing to cancel)."""
+
+    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
-class StripeUnavailable(BillingError, exceptions.APIException):
+class StripeUnavailable(BillingError):
     """Stripe refused a request or could not be reached; nothing was changed here."""
 
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_code = "stripe_error"
+
+class StripeNotApplied(BillingError):
+    """Stripe accepted a change that could not be applied here yet; it is recorded and
+    the next sync applies it."""
 
 
-class TenantRequired(BillingError, exceptions.NotAuthenticated):
-    """A metered call that no tenant can be charged for."""
+class CustomerRequired(BillingError):
+    """A request that no customer can be found for (no credentials)."""
 
 
-class CallRefused(BillingError, exceptions.APIException):
-    """A metered call refused before it ran. ``detail`` is the JSON body as the contracts
-    give it (``{"error": "rate_limited", "message": ..., "primitive": ..., ...}``); a DRF
-    view that lets it escape answers with that body, its status and ``Retry-After``."""
+class NotPermitted(BillingError):
+    """The caller may not do this (acting for another customer, say)."""
 
-    error = "refused"
 
-    def __init__(self, message: str, *, primitive: str, wait: int | None = None, **extra: Any):
+class CallRefused(BillingError):
+    """A metered call refused before it ran: ``code`` is the machine-readable reason. A
+    refusal over a limit carries the limit, the usage it found, when the window resets
+    and how long it is (for the RateLimit headers), and ``wait``, the seconds until a
+    retry can succeed."""
+
+    code = "refused"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        primitive: str,
+        limit: int | None = None,
+        used: int | None = None,
+        resets_at: datetime | None = None,
+        window_seconds: int | None = None,
+        wait: int | None = None,
+    ) -> None:
         super().__init__(message)
-        self.wait = wait  # DRF's exception handler turns it into Retry-After.
-        # Set after __init__: DRF would turn every number in the body into a string.
-        self.detail = {"error": self.error, "message": message, "primitive": primitive, **extra}
+        self.primitive = primitive
+        self.limit = limit
+        self.used = used
+        self.resets_at = resets_at
+        self.window_seconds = window_seconds
+        self.wait = wait
 
 
 class PrimitiveNotAllowed(CallRefused):
-    status_code = status.HTTP_403_FORBIDDEN
-    error = "primitive_not_allowed"
+    """The primitive is not in the customer's Account Kit."""
+
+    code = "primitive_not_allowed"
 
 
 class SubscriptionInactive(CallRefused):
-    status_code = status.HTTP_402_PAYMENT_REQUIRED
-    error = "subscription_inactive"
+    """The subscription is canceled, unpaid, ... and there is no fallback plan."""
+
+    code = "subscription_inactive"
 
 
 class RateLimited(CallRefused):
     """Over the kit's calls per minute."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    error = "rate_limited"
+    code = "too_many_requests"
 
 
 class QuotaExceeded(CallRefused):
-    """Over the plan's quota for the window; the status is BILLING_QUOTA_EXCEEDED_STATUS."""
+    """Over the plan's quota for the window."""
 
-    error = "rate_limited"
-
-    def __init__(self, message: str, *, status_code: int, **kwargs: Any):
-        super().__init__(message, **kwargs)
-        self.status_code = status_code
+    code = "rate_limited"

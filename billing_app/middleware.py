@@ -3,21 +3,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework.exceptions import APIException
+from django.http import HttpRequest, HttpResponse
 
 from .api.authentication import OperatorKeyAuthentication, TenantTokenAuthentication
-from .enforcement import meter, refusal_headers, succeeded
-from .exceptions import CallRefused
+from .api.errors import json_response
+from .exceptions import BillingError, CustomerRequired
+from .metering.calls import UNMETERED_METHODS, call_start, succeeded
 
 
 class QuotaMiddleware:
     """Enforces quotas on views decorated with ``@metered``.
 
-    It also accepts ``Authorization: Bearer tk_...`` (a tenant) and ``Bearer sk_...`` with
-    ``X-Billing-User`` (an operator acting for a tenant) on those views, as DRF views do.
-    Put it after ``AuthenticationMiddleware``. DRF views use ``MeteredMixin`` instead: DRF
-    authenticates inside the view, after middleware has run.
+    It also accepts ``Authorization: Bearer tk_...`` (a tenant token) and ``Bearer
+    sk_...`` with ``X-Billing-Customer`` (an operator acting for a customer) on those views,
+    as DRF views do. Put it after ``AuthenticationMiddleware``. DRF views use
+    ``MeteredMixin`` instead: DRF authenticates inside the view, after middleware has run.
+    The reservation is made here, before ``ATOMIC_REQUESTS`` opens the view's transaction,
+    so it commits at once and a failed view refunds it.
     """
 
     authenticators = (OperatorKeyAuthentication(), TenantTokenAuthentication())
@@ -41,34 +43,30 @@ class QuotaMiddleware:
         if metered is None:
             return None
         request.billing_metered = True  # type: ignore[attr-defined]
+        if request.method in UNMETERED_METHODS:
+            return None
         try:
             self.authenticate(request)
-            request.billing_call = meter(  # type: ignore[attr-defined]
+            request.billing_call = call_start(  # type: ignore[attr-defined]
                 request, primitive=metered.primitive, quantity=metered.quantity
             )
-        except APIException as error:
-            return error_response(error)
+        except BillingError as error:
+            return json_response(error)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         call = getattr(request, "billing_call", None)
         if call is not None:
-            call.finish(succeeded=False)
+            call.finish(succeeded=False, raised=True)
 
     def authenticate(self, request: HttpRequest) -> None:
+        from rest_framework.exceptions import AuthenticationFailed
+
         for authenticator in self.authenticators:
-            found = authenticator.authenticate(request)  # type: ignore[arg-type]
+            try:
+                found = authenticator.authenticate(request)  # type: ignore[arg-type]
+            except AuthenticationFailed as error:
+                raise CustomerRequired(str(error.detail)) from None
             if found is not None:
                 request.user, request.auth = found  # type: ignore[attr-defined]
                 return
-
-
-def error_response(error: APIException) -> JsonResponse:
-    body = error.detail if isinstance(error.detail, dict) else {"detail": error.detail}
-    response = JsonResponse(body, status=error.status_code)
-    if isinstance(error, CallRefused):
-        for name, value in refusal_headers(error).items():
-            response[name] = value
-    if error.status_code == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="billing"'
-    return response

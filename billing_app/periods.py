@@ -1,23 +1,28 @@
-"""Quota windows and billing cycles: pure functions of (period, anchor, instant).
+"""Quota windows and billing cadences: pure functions of (period, anchor, instant).
 
-A window is a half-open interval ``[start, end)``. With an anchor (the start of the
-subscription's Stripe period) windows are anniversaries of it: a monthly anchor on the 31st
-gives windows starting Jan 31, Feb 28 (or 29), Mar 31, ... With no anchor, windows follow the
-calendar in the given time zone (midnight, Monday, the 1st, January 1st).
+A window is a half-open interval ``[start, end)``. With an anchor (a subscription's billing
+cycle anchor, which never moves) windows are anniversaries of it: a monthly anchor on the
+31st gives windows starting Jan 31, Feb 28 (or 29), Mar 31, ... With no anchor, windows
+follow the calendar in the given time zone (midnight, Monday, the 1st, January 1st).
+
+A billing cadence is an ISO 8601 duration of whole years, months, weeks and days
+(``P1M``, ``P3M``, ``P1Y``, ``P14D``), from one day to five years.
 """
 
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import isodate
+from django.core.exceptions import ValidationError
 
 PERIODS = ("day", "week", "month", "year")
 _MONTHS = {"month": 1, "year": 12}
 _DAYS = {"day": 1, "week": 7}
+MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,7 @@ def calendar_window(period: str, instant: datetime, tz: str = "UTC") -> Window:
     """The calendar window containing ``instant``, cut at local midnight in ``tz``."""
     _check(period)
     zone = ZoneInfo(tz)
-    local = instant.astimezone(zone)
-    day = local.date()
+    day = instant.astimezone(zone).date()
     if period == "day":
         first, following = day, day + timedelta(days=1)
     elif period == "week":
@@ -77,7 +81,7 @@ def calendar_window(period: str, instant: datetime, tz: str = "UTC") -> Window:
         first = day.replace(month=1, day=1)
         following = first.replace(year=first.year + 1)
 
-    def midnight(d):  # type: ignore[no-untyped-def]
+    def midnight(d: date) -> datetime:
         return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
 
     return Window(midnight(first), midnight(following))
@@ -102,28 +106,75 @@ def window_for(
     return window
 
 
-def _cadence(cadence: str) -> tuple[int, timedelta]:
-    """An ISO 8601 duration as (whole months, the rest)."""
-    duration = isodate.parse_duration(cadence)
-    if isinstance(duration, isodate.Duration):
-        return int(duration.years) * 12 + int(duration.months), duration.tdelta
-    return 0, duration
+def minute_window(instant: datetime) -> Window:
+    """The clock minute containing ``instant``: the window of per-minute rate limits."""
+    start = instant.replace(second=0, microsecond=0)
+    return Window(start, start + MINUTE)
 
 
-def cycle_window(cadence: str, anchor: datetime, instant: datetime) -> Window:
-    """The billing cycle containing ``instant``: every ``cadence`` (ISO 8601: ``P1M``,
-    ``P1Y``, ``P7D``) from ``anchor``, month ends clamped as anniversaries are."""
-    months, rest = _cadence(cadence)
+# Billing cadences
 
-    def start(n: int) -> datetime:
-        return add_months(anchor, months * n) + rest * n
 
-    n = int((instant - anchor) / (timedelta(days=30.436875) * months + rest))
-    while start(n) > instant:
+@dataclass(frozen=True)
+class Cadence:
+    months: int
+    days: int
+
+    def nth(self, anchor: datetime, n: int) -> datetime:
+        """The start of the ``n``-th cycle from ``anchor``, month ends clamped as
+        anniversaries are (Jan 31 + 1 month is Feb 28, + 2 months is Mar 31)."""
+        return add_months(anchor, self.months * n) + timedelta(days=self.days * n)
+
+    @property
+    def approximate_days(self) -> float:
+        return self.months * 30.436875 + self.days
+
+
+_CADENCE = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?")
+MAX_CADENCE_DAYS = 5 * 365.25
+
+
+def parse_cadence(value: object) -> Cadence:
+    """``P1M`` -> Cadence(months=1, days=0). Raises ``ValueError`` with the reason."""
+    match = _CADENCE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or value == "P":
+        raise ValueError(
+            f"{value!r} is not a billing cadence: an ISO 8601 duration of whole years, "
+            "months, weeks or days such as P1M, P3M, P1Y or P14D."
+        )
+    years, months, weeks, days = (int(part or 0) for part in match.groups())
+    cadence = Cadence(years * 12 + months, weeks * 7 + days)
+    if cadence.approximate_days < 1:
+        raise ValueError("A billing cadence is at least one day.")
+    if cadence.approximate_days > MAX_CADENCE_DAYS:
+        raise ValueError("A billing cadence is at most five years.")
+    return cadence
+
+
+def validate_cadence(value: object) -> None:
+    """The model validator of ``Plan.billing_cadence``."""
+    try:
+        parse_cadence(value)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
+def cycle_window(cadence: str | Cadence, anchor: datetime, instant: datetime) -> Window:
+    """The billing cycle containing ``instant``: every ``cadence`` from ``anchor``."""
+    step = parse_cadence(cadence) if isinstance(cadence, str) else cadence
+    n = int((instant - anchor) / timedelta(days=step.approximate_days))
+    while step.nth(anchor, n) > instant:
         n -= 1
-    while start(n + 1) <= instant:
+    while step.nth(anchor, n + 1) <= instant:
         n += 1
-    return Window(start(n), start(n + 1))
+    return Window(step.nth(anchor, n), step.nth(anchor, n + 1))
+
+
+def interval_name(cadence: str) -> str | None:
+    """The deprecated ``billingInterval`` of a cadence: monthly, quarterly, yearly."""
+    step = parse_cadence(cadence)
+    names = {(1, 0): "monthly", (3, 0): "quarterly", (12, 0): "yearly"}
+    return names.get((step.months, step.days))
 
 
 _LABELS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m", "year": "%Y"}

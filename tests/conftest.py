@@ -2,9 +2,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from billing_app import services
+from billing_app.customers import services as customers
 
-from .factories import UserFactory
+from .factories import CustomerFactory, UserFactory
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def operator_key(db):
-    return services.operator_key_create(name="tests")[1]
+    return customers.operator_key_create(name="tests")[1]
 
 
 @pytest.fixture
@@ -36,21 +36,39 @@ def anonymous():
 
 
 @pytest.fixture
-def tenant(db):
+def customer(db):
+    """A customer of the model the settings bill (a user, or an organisation)."""
+    return CustomerFactory()
+
+
+@pytest.fixture
+def user(db):
     return UserFactory()
 
 
 @pytest.fixture
-def tenant_token(tenant):
-    return services.tenant_token_issue(user=tenant)[1]
+def customer_token(customer):
+    return customers.tenant_token_issue(customer=customer)[1]
+
+
+@pytest.fixture
+def customer_client(customer_token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {customer_token}")
+    return client
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_caches():
+    """Each test starts with no entitlement cached in this process, nor in Django's."""
     from django.core.cache import cache
 
+    from billing_app.entitlements import cache_clear
+
+    cache_clear()
     cache.clear()
     yield
+    cache_clear()
     cache.clear()
 
 
@@ -75,32 +93,40 @@ def ledger_mismatches():
     from django.db.models import OuterRef, Subquery, Sum
     from django.db.models.functions import Coalesce
 
-    from billing_app.models import UsageCounter, UsageEvent
+    from billing_app.models import IdempotencyKey, UsageCounter, UsageEvent
 
     events = (
         UsageEvent.objects.filter(
-            user_id=OuterRef("user_id"),
+            customer_id=OuterRef("customer_id"),
             primitive=OuterRef("primitive"),
             window_start=OuterRef("window_start"),
         )
         .order_by()
-        .values("user_id")
+        .values("customer_id")
         .annotate(total=Sum("quantity"))
         .values("total")
     )
     counters = UsageCounter.objects.annotate(events=Coalesce(Subquery(events), 0))
     mismatched = [
-        (c.user_id, c.primitive, c.window_start, c.used, c.events)
+        (c.customer_id, c.primitive, c.window_start, c.used, c.events)
         for c in counters
         if c.used != c.events
     ]
-    counted = set(UsageCounter.objects.values_list("user_id", "primitive", "window_start"))
+    counted = set(UsageCounter.objects.values_list("customer_id", "primitive", "window_start"))
     orphans = [
         key
-        for key in UsageEvent.objects.values_list("user_id", "primitive", "window_start").distinct()
+        for key in UsageEvent.objects.values_list(
+            "customer_id", "primitive", "window_start"
+        ).distinct()
         if key not in counted
     ]
-    return mismatched + orphans
+    # Every idempotency key has its one event, and every keyed event its key.
+    keys = set(IdempotencyKey.objects.values_list("customer_id", "key"))
+    keyed = list(
+        UsageEvent.objects.exclude(idempotency_key="").values_list("customer_id", "idempotency_key")
+    )
+    unpaired = sorted(keys ^ set(keyed), key=str) + [k for k in set(keyed) if keyed.count(k) > 1]
+    return mismatched + orphans + unpaired
 
 
 # Stripe: a stand-in server on loopback (tests/stripe_stub.py) that dj-stripe and our code

@@ -2,14 +2,26 @@ import factory
 from django.contrib.auth import get_user_model
 
 from billing_app import models
+from billing_app.conf import customer_is_user, customer_model
 
 
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
 
-    username = factory.Sequence(lambda n: f"tenant{n}@example.com")
+    username = factory.Sequence(lambda n: f"user{n}@example.com")
     email = factory.SelfAttribute("username")
+
+
+def CustomerFactory(**fields):
+    """A customer of whatever model the settings bill: a user, or an organisation."""
+    if customer_is_user():
+        return UserFactory(**fields)
+    Organization = customer_model()
+    count = Organization._default_manager.count()
+    fields.setdefault("name", f"Org {count}")
+    fields.setdefault("email", f"billing{count}@example.com")
+    return Organization._default_manager.create(**fields)
 
 
 class AccountKitFactory(factory.django.DjangoModelFactory):
@@ -41,13 +53,3 @@ class PlanFactory(factory.django.DjangoModelFactory):
         """``PlanFactory(limits={"seo": 10})``: the plan's quotas."""
         for primitive, limit in (extracted or {}).items():
             models.PlanQuota.objects.create(plan=plan, primitive=primitive, limit=limit)
-
-
-class SubscriptionFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = models.Subscription
-
-    user = factory.SubFactory(UserFactory)
-    plan = factory.SubFactory(PlanFactory)
-    status = "active"
-    status_changed_at = factory.Faker("date_time_this_year", tzinfo=__import__("datetime").UTC)

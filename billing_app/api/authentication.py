@@ -9,7 +9,10 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from ..conf import customer_is_user
+from ..customers.selectors import is_active
 from ..models import OperatorKey, TenantToken
+from .errors import WWW_AUTHENTICATE
 
 
 class Operator(AnonymousUser):
@@ -26,6 +29,21 @@ class Operator(AnonymousUser):
         return f"operator key {self.key.name}"
 
 
+class CustomerPrincipal(AnonymousUser):
+    """The principal of a tenant token issued to a customer that is not a user (an
+    organisation's API key) and names no grantee."""
+
+    def __init__(self, customer: Any) -> None:
+        self.customer = customer
+
+    @property
+    def is_authenticated(self) -> bool:  # type: ignore[override]
+        return True
+
+    def __str__(self) -> str:
+        return f"customer {self.customer}"
+
+
 class _BearerKeyAuthentication(authentication.BaseAuthentication):
     model: type[OperatorKey] | type[TenantToken]
 
@@ -36,7 +54,7 @@ class _BearerKeyAuthentication(authentication.BaseAuthentication):
             return None  # Not ours: another authentication class may know it.
         try:
             api_key = self.model.objects.get_from_key(key.decode())
-        except (self.model.DoesNotExist, UnicodeDecodeError):
+        except (self.model.DoesNotExist, UnicodeDecodeError, ValueError):
             raise exceptions.AuthenticationFailed("Invalid or revoked key.") from None
         return self.principal(api_key), api_key
 
@@ -44,7 +62,7 @@ class _BearerKeyAuthentication(authentication.BaseAuthentication):
         raise NotImplementedError
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="billing"'
+        return WWW_AUTHENTICATE
 
 
 class OperatorKeyAuthentication(_BearerKeyAuthentication):
@@ -55,10 +73,19 @@ class OperatorKeyAuthentication(_BearerKeyAuthentication):
 
 
 class TenantTokenAuthentication(_BearerKeyAuthentication):
+    """A tenant token acts for its customer; its user is the grantee it names, else the
+    customer when customers are users. A deactivated user's token is refused, as DRF's
+    TokenAuthentication refuses it."""
+
     model = TenantToken
 
     def principal(self, api_key: TenantToken) -> Any:
-        return api_key.user
+        customer, grantee = api_key.customer, api_key.grantee
+        if not is_active(customer) or (grantee is not None and not is_active(grantee)):
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        if grantee is not None:
+            return grantee
+        return customer if customer_is_user() else CustomerPrincipal(customer)
 
 
 class _BearerScheme(OpenApiAuthenticationExtension):

@@ -6,9 +6,12 @@ from typing import Any
 
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
-from ..enforcement import MeteredCall, Quantity, meter, refusal_headers, succeeded
-from ..exceptions import CallRefused
+from ..exceptions import BillingError
+from ..metering.calls import UNMETERED_METHODS, MeteredCall, Quantity, call_start, succeeded
+from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
+from .errors import body_of, headers_of, status_of
 
 
 class MeteredMixin:
@@ -19,15 +22,25 @@ class MeteredMixin:
             metered_quantity = 1  # or a callable of the request
 
     The quota is reserved after DRF has authenticated the request and checked its
-    permissions, so every DRF authentication scheme (tenant tokens, operator keys with
-    X-Billing-User, sessions, your own) works.
+    permissions, so every DRF authentication scheme works; tenant tokens and operator
+    keys (``Authorization: Bearer ...``) work without listing them. OPTIONS and HEAD are
+    not metered.
     """
 
     metered: str | Mapping[str, str] | None = None
     metered_quantity: Quantity = 1
     billing_call: MeteredCall | None = None
 
+    def get_authenticators(self) -> list[Any]:
+        authenticators = list(super().get_authenticators())  # type: ignore[misc]
+        for kind in (TenantTokenAuthentication, OperatorKeyAuthentication):
+            if not any(isinstance(a, kind) for a in authenticators):
+                authenticators.insert(0, kind())
+        return authenticators
+
     def metered_primitive(self, request: Request) -> str | None:
+        if request.method in UNMETERED_METHODS:
+            return None
         if isinstance(self.metered, Mapping):
             action = getattr(self, "action", None) or (request.method or "").lower()
             return self.metered.get(action)
@@ -41,7 +54,7 @@ class MeteredMixin:
             quantity = inspect.getattr_static(self, "metered_quantity")
             if isinstance(quantity, staticmethod):
                 quantity = quantity.__func__
-            self.billing_call = meter(request, primitive=primitive, quantity=quantity)
+            self.billing_call = call_start(request, primitive=primitive, quantity=quantity)
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Response:
         self.billing_call = None
@@ -49,7 +62,7 @@ class MeteredMixin:
             response: Response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         except BaseException:
             if self.billing_call is not None:
-                self.billing_call.finish(succeeded=False)
+                self.billing_call.finish(succeeded=False, raised=True)
             raise
         if self.billing_call is not None:
             self.billing_call.finish(succeeded=succeeded(response.status_code))
@@ -58,8 +71,9 @@ class MeteredMixin:
         return response
 
     def handle_exception(self, exc: Exception) -> Response:
-        response: Response = super().handle_exception(exc)  # type: ignore[misc]
-        if isinstance(exc, CallRefused):
-            for name, value in refusal_headers(exc).items():
-                response[name] = value
-        return response
+        if isinstance(exc, BillingError):
+            # Whatever exception handler the host's DRF settings name, the app's errors
+            # answer as the app's endpoints answer them.
+            set_rollback()
+            return Response(body_of(exc), status=status_of(exc), headers=headers_of(exc))
+        return super().handle_exception(exc)  # type: ignore[misc]

@@ -7,16 +7,20 @@ from rest_framework.request import Request
 
 from ..models import OperatorKey
 
+OPERATE = "billing_app.operate"
+
 
 class IsOperator(BasePermission):
-    """An operator key, or a staff member signed in to the admin (for the browsable API).
+    """An operator key, or a user signed in with the ``billing_app.operate`` permission
+    (for the browsable API). Being staff is not enough: privilege is explicit. A tenant
+    token is refused whoever it names: tokens act as customers only."""
 
-    A tenant token is refused even when its user is staff: tokens act as tenants only.
-    """
-
-    message = "This endpoint needs an operator key."
+    message = "This endpoint needs an operator key (or the billing_app.operate permission)."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if isinstance(request.auth, OperatorKey):
             return True
-        return request.auth is None and bool(getattr(request.user, "is_staff", False))
+        user = request.user
+        return request.auth is None and bool(
+            user and user.is_authenticated and user.has_perm(OPERATE)
+        )

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import self_service as views
+from .webhook import webhook
 
 endpoints = [
     path("subscription", views.SubscriptionView.as_view(), name="self-subscription"),
@@ -9,9 +10,10 @@ endpoints = [
     path("checkout", views.CheckoutView.as_view(), name="self-checkout"),
     path("portal", views.PortalView.as_view(), name="self-portal"),
     path("cancel", views.CancelView.as_view(), name="self-cancel"),
+    path("reactivate", views.ReactivateView.as_view(), name="self-reactivate"),
 ]
 
 urlpatterns = [
     *endpoints,
-    path("webhook", views.webhook, name="stripe-webhook"),
+    path("webhook", webhook, name="stripe-webhook"),
 ]

@@ -6,27 +6,41 @@ service, whose errors name the same fields.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
 from rest_framework import serializers
 
-from ..conf import billing_settings
-from ..models import SubscriptionStatus
-from ..periods import PERIODS
+from ..conf import billing_settings, customer_id_json
+from ..models import BillingPeriod, SubscriptionStatus
+from ..periods import PERIODS, interval_name
+from .errors import camel_case, snake_case
+
+__all__ = ["camel_case", "snake_case"]
+
+SLUG = r"^[a-z0-9][a-z0-9._-]*\Z"
 
 
-def snake_case(data: dict[str, Any]) -> dict[str, Any]:
-    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in data.items()}
+class CustomerIdField(serializers.Field):
+    """A customer's key: a JSON number for integer keys, a string for any other."""
+
+    def to_representation(self, value: Any) -> int | str:
+        return customer_id_json(value)
 
 
-def camel_case(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+primitive_field = serializers.RegexField(
+    SLUG,
+    max_length=64,
+    error_messages={"invalid": "A primitive is a slug such as 'seo' or 'email.send'."},
+)
+
+
+def _primitive_dict(child: serializers.Field) -> serializers.DictField:
+    return serializers.DictField(child=child, required=False)
 
 
 # Account kits
@@ -65,19 +79,22 @@ class AccountKitSerializer(serializers.Serializer):
 class PlanInputSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
-    accountKitId = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    accountKitId = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=64
+    )
     stripePriceId = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    quotas = serializers.DictField(
-        child=serializers.IntegerField(min_value=0, max_value=2**63 - 1), required=False
+    quotas = _primitive_dict(serializers.IntegerField(min_value=0, max_value=2**63 - 1))
+    perSeat = serializers.ListField(child=primitive_field, required=False, max_length=1000)
+    features = serializers.ListField(
+        child=serializers.SlugField(max_length=64), required=False, max_length=1000
     )
     period = serializers.ChoiceField(choices=PERIODS, required=False)
     billingCadence = serializers.CharField(required=False, max_length=32)
     currency = serializers.CharField(required=False, max_length=3)
     active = serializers.BooleanField(required=False)
     # slug -> unit price past the quota, in the currency's minor units ("0.5" = half a cent)
-    overage = serializers.DictField(
-        child=serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0),
-        required=False,
+    overage = _primitive_dict(
+        serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0)
     )
     stripeMeterEvent = serializers.CharField(required=False, allow_blank=True, max_length=100)
 
@@ -89,18 +106,31 @@ class PlanSerializer(serializers.Serializer):
     accountKitId = serializers.CharField(source="account_kit.key", allow_null=True, default=None)
     stripePriceId = serializers.CharField(source="stripe_price_id")
     quotas = serializers.SerializerMethodField()
+    perSeat = serializers.SerializerMethodField()
+    features = serializers.SerializerMethodField()
     period = serializers.CharField()
     billingCadence = serializers.CharField(source="billing_cadence")
+    billingInterval = serializers.SerializerMethodField(
+        help_text="Deprecated: monthly, quarterly or yearly, from billingCadence."
+    )
     currency = serializers.CharField()
     active = serializers.BooleanField()
+    overage = serializers.SerializerMethodField()
+    stripeMeterEvent = serializers.CharField(source="stripe_meter_event")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
-    overage = serializers.SerializerMethodField()
-    stripeMeterEvent = serializers.CharField(source="stripe_meter_event")
-
     def get_quotas(self, plan: Any) -> dict[str, int]:
         return {quota.primitive: quota.limit for quota in plan.quotas.all()}
+
+    def get_perSeat(self, plan: Any) -> list[str]:
+        return [quota.primitive for quota in plan.quotas.all() if quota.per_seat]
+
+    def get_features(self, plan: Any) -> list[str]:
+        return [feature.feature for feature in plan.features.all()]
+
+    def get_billingInterval(self, plan: Any) -> str | None:
+        return interval_name(plan.billing_cadence)
 
     def get_overage(self, plan: Any) -> dict[str, str]:
         """The billed quotas' unit prices; a quota not listed blocks."""
@@ -111,20 +141,25 @@ class PlanSerializer(serializers.Serializer):
         }
 
 
-# Tenants
+# Customers
 
 
-class TenantInputSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+class CustomerInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    name = serializers.CharField(max_length=200, required=False, default="")
 
 
-class TenantSerializer(serializers.Serializer):
-    id = serializers.IntegerField(source="pk")
-    email = serializers.EmailField()
+class CustomerSerializer(serializers.Serializer):
+    id = CustomerIdField(source="pk")
+    email = serializers.SerializerMethodField()
+
+    def get_email(self, customer: Any) -> str | None:
+        return getattr(customer, "email", None)
 
 
 class TokenInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=50, required=False, default="api")
+    granteeId = serializers.CharField(max_length=255, required=False)
 
 
 class TokenSerializer(serializers.Serializer):
@@ -133,7 +168,7 @@ class TokenSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
-# Subscriptions and usage
+# Subscriptions
 
 
 class SubscriptionInputSerializer(serializers.Serializer):
@@ -143,51 +178,121 @@ class SubscriptionInputSerializer(serializers.Serializer):
     stripeSubscriptionId = serializers.CharField(required=False, allow_blank=True, max_length=255)
     currentPeriodStart = serializers.DateTimeField(required=False, allow_null=True)
     currentPeriodEnd = serializers.DateTimeField(required=False, allow_null=True)
+    billingCycleAnchor = serializers.DateTimeField(required=False, allow_null=True)
     cancelAtPeriodEnd = serializers.BooleanField(required=False)
+    seats = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
     assignKit = serializers.BooleanField(default=True)
 
 
+def current_period(subscription: Any) -> BillingPeriod | None:
+    now = timezone.now()
+    for period in subscription.periods.all():
+        if period.start <= now < period.end:
+            return period
+    return None
+
+
 class SubscriptionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    customerId = CustomerIdField(source="customer_id")
     planKey = serializers.CharField(source="plan.key")
     status = serializers.CharField()
+    seats = serializers.IntegerField()
     stripeCustomerId = serializers.CharField(source="stripe_customer_id")
     stripeSubscriptionId = serializers.CharField(source="stripe_subscription_id")
-    currentPeriodStart = serializers.DateTimeField(source="current_period_start")
-    currentPeriodEnd = serializers.DateTimeField(source="current_period_end")
+    currentPeriodStart = serializers.SerializerMethodField()
+    currentPeriodEnd = serializers.SerializerMethodField()
     cancelAtPeriodEnd = serializers.BooleanField(source="cancel_at_period_end")
+    billingCycleAnchor = serializers.DateTimeField(source="billing_cycle_anchor")
+    startedAt = serializers.DateTimeField(source="started_at")
+    endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
     accountKitId = serializers.SerializerMethodField()
     statusChangedAt = serializers.DateTimeField(source="status_changed_at")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
+    def get_currentPeriodStart(self, subscription: Any) -> datetime | None:
+        period = current_period(subscription)
+        return serializers.DateTimeField().to_representation(period.start) if period else None
+
+    def get_currentPeriodEnd(self, subscription: Any) -> datetime | None:
+        period = current_period(subscription)
+        return serializers.DateTimeField().to_representation(period.end) if period else None
+
     def get_accountKitId(self, subscription: Any) -> str | None:
         return self.context.get("kit_key")
 
 
+class ChangePlanInputSerializer(serializers.Serializer):
+    planKey = serializers.SlugField(max_length=64)
+
+
+class CancelInputSerializer(serializers.Serializer):
+    when = serializers.ChoiceField(choices=["end", "now"], default="end")
+
+
+class CancelSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    cancelAt = serializers.DateTimeField(allow_null=True)
+
+
+def cancel_answer(subscription: Any) -> dict[str, Any]:
+    """``{success, cancelAt}``: when it ended, or when it will (the period's end)."""
+    if subscription.ended:
+        cancel_at = subscription.ended_at
+    else:
+        period = current_period(subscription)
+        cancel_at = period.end if period else None
+    return CancelSerializer({"success": True, "cancelAt": cancel_at}).data
+
+
+class SeatOperationSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["add", "remove", "replace"])
+    granteeId = serializers.CharField(max_length=255)
+    newGranteeId = serializers.CharField(max_length=255, required=False)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["type"] == "replace" and not data.get("newGranteeId"):
+            raise serializers.ValidationError({"newGranteeId": ["A replace needs newGranteeId."]})
+        return data
+
+
+class SeatSerializer(serializers.Serializer):
+    granteeId = serializers.SerializerMethodField()
+    assignedAt = serializers.DateTimeField(source="assigned_at")
+
+    def get_granteeId(self, seat: Any) -> int | str:
+        return customer_id_json(seat.grantee_id)
+
+
+class SeatsSerializer(serializers.Serializer):
+    subscriptionId = serializers.IntegerField(source="id")
+    seats = serializers.IntegerField()
+    grantees = SeatSerializer(many=True, source="seat_set.all")
+
+
+# Usage
+
+
 class UsageRollupSerializer(serializers.Serializer):
     plan = serializers.CharField(allow_null=True)
+    subscriptionPlan = serializers.CharField(
+        source="entitlement.subscription_plan", allow_null=True
+    )
     status = serializers.CharField(allow_null=True)
     period = serializers.CharField()
-    periodStart = serializers.DateTimeField(source="period_start")
-    periodEnd = serializers.DateTimeField(source="period_end")
+    periodStart = serializers.DateTimeField(source="window.start")
+    periodEnd = serializers.DateTimeField(source="window.end")
     quotas = serializers.DictField(child=serializers.IntegerField())
     usage = serializers.DictField(child=serializers.IntegerField())
-
-
-# Metering
-
-
-primitive_field = serializers.RegexField(
-    r"^[a-z0-9][a-z0-9._-]*\Z",
-    max_length=64,
-    error_messages={"invalid": "A primitive is a slug such as 'seo' or 'email.send'."},
-)
 
 
 class UsageRecordInputSerializer(serializers.Serializer):
     primitive = primitive_field
     quantity = serializers.IntegerField(min_value=1, max_value=2**63 - 1, default=1)
-    idempotencyKey = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    idempotencyKey = serializers.RegexField(
+        r"^[^\x00]*\Z", max_length=255, required=False, allow_blank=True
+    )
     timestamp = serializers.DateTimeField(required=False)
     enforce = serializers.BooleanField(default=True)
 
@@ -250,17 +355,17 @@ class CheckSerializer(serializers.Serializer):
 
 
 class UsageBatchEventSerializer(serializers.Serializer):
-    userId = serializers.IntegerField()
+    userId = serializers.JSONField(help_text="The customer's id: a number, or a string key.")
     primitive = primitive_field
-    quantity = serializers.IntegerField(min_value=1, default=1)
-    idempotencyKey = serializers.CharField(required=False)
+    quantity = serializers.IntegerField(min_value=1, max_value=2**63 - 1, default=1)
+    idempotencyKey = serializers.CharField(required=False, max_length=255)
     timestamp = serializers.DateTimeField(required=False)
 
 
 class UsageBatchInputSerializer(serializers.Serializer):
     """For the schema only: the batch is validated by hand, event by event."""
 
-    events = UsageBatchEventSerializer(many=True)
+    events = UsageBatchEventSerializer(many=True, min_length=1, max_length=1000)
 
 
 class UsageBatchResultSerializer(serializers.Serializer):
@@ -274,18 +379,54 @@ class UsageBatchSerializer(serializers.Serializer):
     results = UsageBatchResultSerializer(many=True)
 
 
-# Tenant self-service (/billing/)
+# Usage records (billing periods)
+
+
+class UsageRecordStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["current", "recorded", "final"], required=False)
+
+
+class CycleRecordSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    plan = serializers.CharField(source="plan.key")
+    status = serializers.CharField()
+    cycleStart = serializers.DateTimeField(source="period.start")
+    cycleEnd = serializers.DateTimeField(source="period.end")
+    closedAt = serializers.DateTimeField(source="closed_at", allow_null=True)
+    usage = serializers.DictField()
+    adjustments = serializers.ListField(child=serializers.DictField())
+
+
+class PageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class CycleRecordListSerializer(PageSerializer):
+    records = CycleRecordSerializer(many=True)
+
+
+# Customer self-service (/billing/)
 
 
 def redirect_url(value: str) -> str:
-    """An absolute http(s) URL on a host the project allows: no open redirects."""
-    parts = urlsplit(value)
-    host = split_domain_port(parts.netloc.rpartition("@")[2])[0]
+    """An absolute http(s) URL on a host the project allows, read as a browser reads it:
+    no open redirects."""
+    if any(char in value for char in "\\\t\r\n\x00") or value != value.strip():
+        raise serializers.ValidationError("Must be an absolute http(s) URL.")
+    try:
+        parts = urlsplit(value)
+        host = split_domain_port(parts.netloc)[0] if "@" not in parts.netloc else ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise serializers.ValidationError("Must be an absolute http(s) URL.") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise serializers.ValidationError(
+            "Must be an absolute http(s) URL without user information."
+        )
     allowed = billing_settings.ALLOWED_REDIRECT_HOSTS
     if allowed is None:
         allowed = settings.ALLOWED_HOSTS
-    if parts.scheme not in ("http", "https") or not host:
-        raise serializers.ValidationError("Must be an absolute http(s) URL.")
     if not validate_host(host, allowed):
         raise serializers.ValidationError(
             f"Host {host!r} is not in BILLING_ALLOWED_REDIRECT_HOSTS."
@@ -302,13 +443,22 @@ class SelfSubscriptionSerializer(serializers.Serializer):
     id = serializers.SerializerMethodField()
     plan = serializers.CharField(source="plan.key")
     status = serializers.CharField()
-    currentPeriodStart = serializers.DateTimeField(source="current_period_start")
-    currentPeriodEnd = serializers.DateTimeField(source="current_period_end")
+    seats = serializers.IntegerField()
+    currentPeriodStart = serializers.SerializerMethodField()
+    currentPeriodEnd = serializers.SerializerMethodField()
     cancelAtPeriodEnd = serializers.BooleanField(source="cancel_at_period_end")
 
     def get_id(self, subscription: Any) -> str | None:
         """The Stripe subscription's id; null for one the operator set without Stripe."""
         return subscription.stripe_subscription_id or None
+
+    def get_currentPeriodStart(self, subscription: Any) -> str | None:
+        period = current_period(subscription)
+        return serializers.DateTimeField().to_representation(period.start) if period else None
+
+    def get_currentPeriodEnd(self, subscription: Any) -> str | None:
+        period = current_period(subscription)
+        return serializers.DateTimeField().to_representation(period.end) if period else None
 
 
 class SelfUsageSerializer(serializers.Serializer):
@@ -334,13 +484,8 @@ class InvoiceSerializer(serializers.Serializer):
         return invoice.stripe_data.get("invoice_pdf")
 
 
-def _from_timestamp(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=UTC) if value else None
-
-
-class PageSerializer(serializers.Serializer):
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
+def _from_timestamp(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int) else None
 
 
 class InvoiceListSerializer(PageSerializer):
@@ -361,48 +506,25 @@ class RedirectSerializer(serializers.Serializer):
     url = serializers.URLField()
 
 
-class CancelInputSerializer(serializers.Serializer):
-    when = serializers.ChoiceField(choices=["end", "now"], default="end")
+# License checks
 
 
-class CancelSerializer(serializers.Serializer):
-    success = serializers.BooleanField()
-    cancelAt = serializers.DateTimeField(allow_null=True)
+class LicenseCheckInputSerializer(serializers.Serializer):
+    granteeIds = serializers.CharField(max_length=10_000)
+    grace = serializers.IntegerField(min_value=0, max_value=3650, required=False, default=0)
+
+    def validate_granteeIds(self, value: str) -> list[str]:
+        ids = [part.strip() for part in value.split(",") if part.strip()]
+        if not ids or len(ids) > 100:
+            raise serializers.ValidationError("1 to 100 comma-separated grantee ids.")
+        return ids
 
 
-def cancel_answer(subscription: Any) -> dict[str, Any]:
-    """``{success, cancelAt}``: when it ended, or when it will (the period's end)."""
-    ended = subscription.status == SubscriptionStatus.CANCELED
-    cancel_at = subscription.status_changed_at if ended else subscription.current_period_end
-    return CancelSerializer({"success": True, "cancelAt": cancel_at}).data
+class CapabilitySerializer(serializers.Serializer):
+    capability = serializers.CharField()
+    expiry = serializers.DateTimeField(allow_null=True)
 
 
-# Usage records (billing cycles)
-
-
-class UsageRecordStatusSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["current", "recorded", "final"], required=False)
-
-
-class CycleRecordSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    plan = serializers.CharField(source="plan.key")
-    status = serializers.CharField()
-    cycleStart = serializers.DateTimeField(source="cycle_start")
-    cycleEnd = serializers.DateTimeField(source="cycle_end")
-    closedAt = serializers.DateTimeField(source="closed_at")
-    usage = serializers.SerializerMethodField()
-
-    def get_usage(self, record: Any) -> dict[str, dict[str, int | None]]:
-        """{primitive: {used, quota, overage}}; an open record's as of now."""
-        from ..cycles import current_usage
-
-        return current_usage(record) if record.status == "current" else record.usage
-
-
-class CycleRecordListSerializer(PageSerializer):
-    records = CycleRecordSerializer(many=True)
-
-
-class ChangePlanInputSerializer(serializers.Serializer):
-    planKey = serializers.SlugField(max_length=64)
+class LicenseCheckSerializer(serializers.Serializer):
+    capabilities = CapabilitySerializer(many=True)
+    granteeIds = serializers.ListField(child=serializers.CharField())

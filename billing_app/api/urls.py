@@ -7,9 +7,15 @@ endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
     path("usage/events", views.UsageEventsView.as_view(), name="usage-events"),
-    path("users", views.TenantCreateView.as_view(), name="users"),
-    path("users/<str:user_id>", views.TenantDetailView.as_view(), name="user"),
-    path("users/<str:user_id>/tokens", views.TenantTokenView.as_view(), name="user-tokens"),
+    path("licenses/check", views.LicenseCheckView.as_view(), name="licenses-check"),
+    path(
+        "subscriptions/<str:subscription_id>/seats",
+        views.SeatsView.as_view(),
+        name="subscription-seats",
+    ),
+    path("users", views.CustomerCreateView.as_view(), name="users"),
+    path("users/<str:user_id>", views.CustomerDetailView.as_view(), name="user"),
+    path("users/<str:user_id>/tokens", views.TokenView.as_view(), name="user-tokens"),
     path(
         "users/<str:user_id>/billing/subscription",
         views.SubscriptionView.as_view(),
@@ -24,6 +30,11 @@ endpoints = [
         "users/<str:user_id>/billing/subscription/cancel",
         views.CancelView.as_view(),
         name="user-subscription-cancel",
+    ),
+    path(
+        "users/<str:user_id>/billing/subscription/reactivate",
+        views.ReactivateView.as_view(),
+        name="user-subscription-reactivate",
     ),
     path("users/<str:user_id>/billing/usage", views.UsageView.as_view(), name="user-usage"),
     path(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
+from django.utils.decorators import method_decorator
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.utils import extend_schema as _extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
@@ -12,13 +15,23 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
-from .. import cycles, enforcement, selectors, services, stripe_sync
+from ..catalog import selectors as catalog_selectors
+from ..catalog import services as catalog
+from ..customers import selectors as customers_selectors
+from ..customers import services as customers
+from ..cycles import selectors as cycles
 from ..exceptions import NotFound
-from ..models import UsageRecord
+from ..metering import selectors as metering_selectors
+from ..metering import services as metering
+from ..stripe import calls as stripe_calls
+from ..subscriptions import selectors as subscriptions_selectors
+from ..subscriptions import services as subscriptions
+from ..subscriptions.licenses import license_check
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
+from .errors import billing_exception_handler
 from .permissions import IsOperator
 
 
@@ -33,16 +46,8 @@ def extend_schema(**kwargs: Any) -> Any:
     return decorate
 
 
-def billing_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, with field errors named as the client sent them (camelCase)."""
-    response = exception_handler(exc, context)
-    if (
-        response is not None
-        and isinstance(exc, ValidationError)
-        and isinstance(response.data, dict)
-    ):
-        response.data = {s.camel_case(k): v for k, v in response.data.items()}
-    return response
+# Stripe is called outside any database transaction, whatever ATOMIC_REQUESTS says.
+outside_transactions = method_decorator(transaction.non_atomic_requests, name="dispatch")
 
 
 class BillingAPIView(APIView):
@@ -70,106 +75,161 @@ class OperatorAPIView(BillingAPIView):
     permission_classes = [IsOperator]
 
 
+def _created(created: bool) -> int:
+    return status.HTTP_201_CREATED if created else status.HTTP_200_OK
+
+
 class PlanListView(OperatorAPIView):
     @extend_schema(responses=s.PlanSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return Response(s.PlanSerializer(selectors.plan_list(), many=True).data)
+        return Response(s.PlanSerializer(catalog_selectors.plan_list(), many=True).data)
 
     @extend_schema(request=s.PlanInputSerializer, responses=s.PlanSerializer)
     def post(self, request: Request) -> Response:
-        plan, created = services.plan_upsert(**self.parse(s.PlanInputSerializer, request.data))
-        plan = selectors.plan_list().get(pk=plan.pk)
-        return Response(
-            s.PlanSerializer(plan).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        plan, created = catalog.plan_upsert(**self.parse(s.PlanInputSerializer, request.data))
+        plan = catalog_selectors.plan_list().get(pk=plan.pk)
+        return Response(s.PlanSerializer(plan).data, status=_created(created))
 
 
 class AccountKitListView(OperatorAPIView):
     @extend_schema(responses=s.AccountKitSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return Response(s.AccountKitSerializer(selectors.account_kit_list(), many=True).data)
+        return Response(
+            s.AccountKitSerializer(catalog_selectors.account_kit_list(), many=True).data
+        )
 
     @extend_schema(request=s.AccountKitInputSerializer, responses=s.AccountKitSerializer)
     def post(self, request: Request) -> Response:
-        data = self.parse(s.AccountKitInputSerializer, request.data)
-        kit, created = services.account_kit_upsert(**data)
-        kit = selectors.account_kit_list().get(pk=kit.pk)
-        return Response(
-            s.AccountKitSerializer(kit).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        kit, created = catalog.account_kit_upsert(
+            **self.parse(s.AccountKitInputSerializer, request.data)
         )
+        kit = catalog_selectors.account_kit_list().get(pk=kit.pk)
+        return Response(s.AccountKitSerializer(kit).data, status=_created(created))
 
 
-class TenantCreateView(OperatorAPIView):
-    @extend_schema(request=s.TenantInputSerializer, responses={201: s.TenantSerializer})
+class CustomerCreateView(OperatorAPIView):
+    @extend_schema(request=s.CustomerInputSerializer, responses={201: s.CustomerSerializer})
     def post(self, request: Request) -> Response:
-        user = services.tenant_create(**self.parse(s.TenantInputSerializer, request.data))
-        return Response(s.TenantSerializer(user).data, status=status.HTTP_201_CREATED)
+        customer = customers.customer_create(**self.parse(s.CustomerInputSerializer, request.data))
+        return Response(s.CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
 
 
-class TenantDetailView(OperatorAPIView):
-    @extend_schema(responses=s.TenantSerializer)
+class CustomerDetailView(OperatorAPIView):
+    @extend_schema(responses=s.CustomerSerializer)
     def get(self, request: Request, user_id: str) -> Response:
-        return Response(s.TenantSerializer(selectors.tenant_get(user_id=user_id)).data)
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        return Response(s.CustomerSerializer(customer).data)
 
 
-class TenantTokenView(OperatorAPIView):
+class TokenView(OperatorAPIView):
     @extend_schema(request=s.TokenInputSerializer, responses={201: s.TokenSerializer})
     def post(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
+        customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.TokenInputSerializer, request.data)
-        token, key = services.tenant_token_issue(user=user, **data)
+        grantee = _grantee(data.pop("grantee_id", None))
+        token, key = customers.tenant_token_issue(customer=customer, grantee=grantee, **data)
         body = {"token": key, "prefix": token.prefix, "name": token.name}
         return Response(s.TokenSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
-class SubscriptionView(OperatorAPIView):
-    def _answer(self, user: Any) -> Response:
-        subscription = selectors.subscription_get(user=user)
-        if subscription is None:
-            raise NotFound("This user has no subscription.")
-        kit = selectors.kit_of(user=user)
-        context = {"kit_key": kit.key if kit else None}
-        return Response(s.SubscriptionSerializer(subscription, context=context).data)
+def _grantee(grantee_id: str | None) -> Any:
+    if grantee_id is None:
+        return None
+    from django.contrib.auth import get_user_model
 
+    User = get_user_model()
+    try:
+        return User._default_manager.get(pk=User._meta.pk.to_python(grantee_id))
+    except Exception:
+        raise ValidationError({"granteeId": [f"No user with id {grantee_id!r}."]}) from None
+
+
+def subscription_answer(customer: Any) -> Response:
+    subscription = subscriptions_selectors.subscription_get(customer=customer)
+    if subscription is None:
+        raise NotFound("This customer has no subscription.")
+    kit = customers_selectors.kit_of(customer=customer)
+    context = {"kit_key": kit.key if kit else None}
+    return Response(s.SubscriptionSerializer(subscription, context=context).data)
+
+
+class SubscriptionView(OperatorAPIView):
     @extend_schema(responses=s.SubscriptionSerializer)
     def get(self, request: Request, user_id: str) -> Response:
-        return self._answer(selectors.tenant_get(user_id=user_id))
+        return subscription_answer(customers_selectors.customer_get(customer_id=user_id))
 
     @extend_schema(request=s.SubscriptionInputSerializer, responses=s.SubscriptionSerializer)
     def put(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
-        services.subscription_set(
-            user=user, **self.parse(s.SubscriptionInputSerializer, request.data)
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        subscriptions.subscription_set(
+            customer=customer, **self.parse(s.SubscriptionInputSerializer, request.data)
         )
-        return self._answer(user)
+        return subscription_answer(customer)
 
 
-class ChangePlanView(SubscriptionView):
-    """Move the tenant to another plan (on Stripe first when Stripe-backed)."""
+@outside_transactions
+class ChangePlanView(OperatorAPIView):
+    """Move the customer to another plan (on Stripe first when Stripe-backed)."""
 
     @extend_schema(request=s.ChangePlanInputSerializer, responses=s.SubscriptionSerializer)
     def post(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
-        stripe_sync.plan_change(user=user, **self.parse(s.ChangePlanInputSerializer, request.data))
-        return self._answer(user)
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        data = self.parse(s.ChangePlanInputSerializer, request.data)
+        stripe_calls.plan_change(customer=customer, **data)
+        return subscription_answer(customer)
 
 
+@outside_transactions
 class CancelView(OperatorAPIView):
-    """The operator's cancel: the same as the tenant's ``/billing/cancel``."""
+    """The operator's cancel: the same as the customer's ``/billing/cancel``."""
 
     @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
     def post(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
+        customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.CancelInputSerializer, request.data)
-        return Response(s.cancel_answer(stripe_sync.subscription_cancel(user=user, **data)))
+        return Response(
+            s.cancel_answer(stripe_calls.subscription_cancel(customer=customer, **data))
+        )
+
+
+@outside_transactions
+class ReactivateView(OperatorAPIView):
+    """Undo a pending cancellation at the period's end."""
+
+    @extend_schema(request=None, responses=s.SubscriptionSerializer)
+    def post(self, request: Request, user_id: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        stripe_calls.subscription_reactivate(customer=customer)
+        return subscription_answer(customer)
+
+
+class SeatsView(OperatorAPIView):
+    """A subscription's seats and who holds them; ``PUT`` takes Salable's operations."""
+
+    def _answer(self, subscription_id: str) -> Response:
+        subscription = subscriptions_selectors.subscription_by_id(subscription_id=subscription_id)
+        if subscription is None:
+            raise NotFound(f"No subscription with id {subscription_id!r}.")
+        return Response(s.SeatsSerializer(subscription).data)
+
+    @extend_schema(responses=s.SeatsSerializer)
+    def get(self, request: Request, subscription_id: str) -> Response:
+        return self._answer(subscription_id)
+
+    @extend_schema(request=s.SeatOperationSerializer(many=True), responses=s.SeatsSerializer)
+    def put(self, request: Request, subscription_id: str) -> Response:
+        serializer = s.SeatOperationSerializer(data=request.data, many=True, max_length=100)
+        serializer.is_valid(raise_exception=True)
+        operations = [s.snake_case(dict(operation)) for operation in serializer.validated_data]
+        subscriptions.seats_manage(subscription_id=subscription_id, operations=operations)
+        return self._answer(subscription_id)
 
 
 class UsageView(OperatorAPIView):
     @extend_schema(responses=s.UsageRollupSerializer)
     def get(self, request: Request, user_id: str) -> Response:
-        rollup = selectors.usage_rollup(user=selectors.tenant_get(user_id=user_id))
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        rollup = metering_selectors.usage_rollup(customer_id=customer.pk)
         return Response(s.UsageRollupSerializer(rollup).data)
 
     @extend_schema(
@@ -177,14 +237,16 @@ class UsageView(OperatorAPIView):
         responses={201: s.UsageRecordSerializer, 200: s.UsageRecordSerializer},
     )
     def post(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        header = request.headers.get("Idempotency-Key", "")
         data = self.parse(s.UsageRecordInputSerializer, request.data)
-        data.setdefault("idempotency_key", request.headers.get("Idempotency-Key", ""))
-        reservation = enforcement.record(user=user, **data)
+        if "idempotency_key" not in data and header:
+            data["idempotency_key"] = self.parse(
+                s.UsageRecordInputSerializer, {"primitive": "x", "idempotencyKey": header}
+            )["idempotency_key"]
+        reservation = metering.usage_record(customer_id=customer.pk, **data)
         body = s.UsageRecordSerializer(s.reservation_data(reservation)).data
-        return Response(
-            body, status=status.HTTP_200_OK if reservation.duplicate else status.HTTP_201_CREATED
-        )
+        return Response(body, status=_created(not reservation.duplicate))
 
 
 class Pagination(CursorPagination):
@@ -203,42 +265,52 @@ class Pagination(CursorPagination):
 
 class RecordPagination(Pagination):
     key = "records"
-    ordering = "-cycle_start"
+    ordering = "-period__start"
 
 
 class UsageRecordListView(OperatorAPIView):
-    """The tenant's billing cycles, newest first; ``?status=`` filters."""
+    """The customer's billing periods' records, newest first; ``?status=`` filters. The
+    open period's record (``current``) leads the first page."""
 
     @extend_schema(
         parameters=[s.UsageRecordStatusSerializer], responses=s.CycleRecordListSerializer
     )
     def get(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
-        status_filter = self.parse(s.UsageRecordStatusSerializer, request.query_params)
-        cycles.follow(user=user)
-        records = UsageRecord.objects.filter(user=user, **status_filter).select_related("plan")
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        wanted = self.parse(s.UsageRecordStatusSerializer, request.query_params).get("status")
         paginator = RecordPagination()
-        page = paginator.paginate_queryset(records, request, self)
+        closed = cycles.records_of(
+            customer=customer, status=wanted if wanted != "current" else None
+        )
+        page = list(paginator.paginate_queryset(closed, request, self) or [])
+        if wanted == "current":
+            page = []
+        first_page = not request.query_params.get(paginator.cursor_query_param)
+        if first_page and wanted in (None, "current"):
+            current = cycles.record_current(customer=customer)
+            if current is not None:
+                page.insert(0, current)
         return paginator.get_paginated_response(s.CycleRecordSerializer(page, many=True).data)
 
 
 class UsageRecordCurrentView(OperatorAPIView):
     @extend_schema(responses=s.CycleRecordSerializer)
     def get(self, request: Request, user_id: str) -> Response:
-        record = cycles.follow(user=selectors.tenant_get(user_id=user_id))
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        record = cycles.record_current(customer=customer)
         if record is None:
-            raise NotFound("This user has no open billing cycle (no live subscription).")
+            raise NotFound("This customer has no open billing period (no live subscription).")
         return Response(s.CycleRecordSerializer(record).data)
 
 
 class CheckView(OperatorAPIView):
     @extend_schema(parameters=[s.CheckInputSerializer], responses=s.CheckSerializer)
     def get(self, request: Request, user_id: str) -> Response:
-        user = selectors.tenant_get(user_id=user_id)
-        result = enforcement.check(
-            user=user, **self.parse(s.CheckInputSerializer, request.query_params)
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        data = self.parse(s.CheckInputSerializer, request.query_params)
+        return Response(
+            s.CheckSerializer(metering.usage_check(customer_id=customer.pk, **data)).data
         )
-        return Response(s.CheckSerializer(result).data)
 
 
 class UsageEventsView(OperatorAPIView):
@@ -247,6 +319,23 @@ class UsageEventsView(OperatorAPIView):
     @extend_schema(request=s.UsageBatchInputSerializer, responses=s.UsageBatchSerializer)
     def post(self, request: Request) -> Response:
         events = request.data.get("events") if isinstance(request.data, dict) else None
-        if not isinstance(events, list) or not 0 < len(events) <= enforcement.BATCH_LIMIT:
-            raise ValidationError({"events": [f"A list of 1 to {enforcement.BATCH_LIMIT} events."]})
-        return Response({"results": enforcement.ingest(events=events)})
+        if not isinstance(events, list) or not 0 < len(events) <= metering.BATCH_LIMIT:
+            raise ValidationError({"events": [f"A list of 1 to {metering.BATCH_LIMIT} events."]})
+        return Response({"results": metering.usage_ingest(events=events)})
+
+
+class LicenseCheckView(OperatorAPIView):
+    """What each grantee may do: the plan, the kit's primitives and the plan's features of
+    every subscription it uses, as Salable's license check answers; 204 when none."""
+
+    @extend_schema(
+        parameters=[s.LicenseCheckInputSerializer],
+        responses={200: s.LicenseCheckSerializer, 204: OpenApiResponse(description="None")},
+    )
+    def get(self, request: Request) -> Response:
+        data = self.parse(s.LicenseCheckInputSerializer, request.query_params)
+        capabilities = license_check(grantee_ids=data["grantee_ids"], grace_days=data["grace"])
+        if not capabilities:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        body = {"capabilities": capabilities, "granteeIds": data["grantee_ids"]}
+        return Response(s.LicenseCheckSerializer(body).data)

@@ -2,20 +2,26 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from billing_app import cycles
+from billing_app.cycles.services import records_close
+from billing_app.subscriptions.services import periods_advance
 
 
 class Command(BaseCommand):
     help = (
-        "Close every billing cycle that has ended (its usage record becomes 'recorded') and "
-        "open the next. Idempotent and safe to run from several schedulers at once."
+        "Open the next billing period of subscriptions whose period has run out (ending "
+        "those set to cancel at period end), then record every period that has ended. "
+        "Idempotent and safe to run from several schedulers at once; one customer's failure "
+        "is logged and kept as a Problem, and the others go on."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        closed = cycles.close_cycles()
+        failures = periods_advance()
+        for pk, error in failures:
+            self.stderr.write(f"subscription {pk}: {error}")
+        closed = records_close()
         for record in closed:
             self.stdout.write(
-                f"user {record.user_id}: {record.cycle_start:%Y-%m-%d} to "
-                f"{record.cycle_end:%Y-%m-%d} on {record.plan.key} recorded"
+                f"customer {record.customer_id}: {record.period.start:%Y-%m-%d} to "
+                f"{record.period.end:%Y-%m-%d} on {record.plan.key} {record.status}"
             )
-        self.stderr.write(f"{len(closed)} cycle(s) closed.")
+        self.stderr.write(f"{len(closed)} period(s) recorded.")

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing_app import services
+from billing_app.customers.services import operator_key_create
 from billing_app.exceptions import InvalidInput
 
 
@@ -14,9 +14,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, name: str, **options: Any) -> None:
         try:
-            operator_key, key = services.operator_key_create(name=name)
+            operator_key, key = operator_key_create(name=name)
         except InvalidInput as error:
-            raise CommandError(error.detail) from None
+            raise CommandError(str(error)) from None
         self.stderr.write(
             f"Operator key {operator_key.name!r} ({operator_key.prefix}). "
             "Store it now: only its hash is kept."

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing_app import outbox
+from billing_app.outbox.services import deliver
 
 
 class Command(BaseCommand):
@@ -15,4 +15,4 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=1000, help="At most this many.")
 
     def handle(self, *args: Any, limit: int, **options: Any) -> None:
-        self.stderr.write(f"{outbox.deliver(limit=limit)} message(s) delivered.")
+        self.stderr.write(f"{deliver(limit=limit)} message(s) delivered.")

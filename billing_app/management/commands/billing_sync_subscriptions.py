@@ -1,34 +1,41 @@
 from typing import Any
 
-import stripe
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing_app import selectors, stripe_sync
-from billing_app.exceptions import NotFound
+from billing_app.customers.selectors import customer_get
+from billing_app.exceptions import BillingError, NotFound
+from billing_app.stripe.sync import subscriptions_resync
 
 
 class Command(BaseCommand):
     help = (
-        "Re-read subscriptions from Stripe and apply them to their tenants: recovery after "
-        "missed webhooks. Subscriptions that cannot be applied are listed as problems."
+        "Re-read subscriptions from Stripe and apply them to their customers: recovery after "
+        "missed webhooks. Prints what happened to each subscription read; those that cannot "
+        "be applied are kept as billing problems."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", help="Only this tenant's Stripe customers (a user id).")
+        parser.add_argument(
+            "--customer", "--user", dest="customer", help="Only this customer's (an id)."
+        )
 
-    def handle(self, *args: Any, user: str | None = None, **options: Any) -> None:
+    def handle(self, *args: Any, customer: str | None = None, **options: Any) -> None:
         try:
-            tenant = selectors.tenant_get(user_id=user) if user is not None else None
-            results = stripe_sync.subscriptions_resync(user=tenant)
+            found = customer_get(customer_id=customer) if customer is not None else None
+            results = subscriptions_resync(customer=found)
         except NotFound as error:
-            raise CommandError(str(error.detail)) from None
-        except stripe.StripeError as error:
-            raise CommandError(f"Stripe refused: {error}") from None
-        for stripe_id, applied in results:
+            raise CommandError(str(error)) from None
+        except BillingError as error:
+            raise CommandError(str(error)) from None
+        for stripe_id, stripe_status, applied in results:
             if applied is None:
-                self.stdout.write(f"{stripe_id}: not applied (see Stripe sync problems)")
-            else:
-                self.stdout.write(
-                    f"{stripe_id}: user {applied.user_id} on {applied.plan.key} ({applied.status})"
+                outcome = "not applied (see the billing problems)"
+            elif applied.stripe_subscription_id != stripe_id:
+                outcome = (
+                    f"not followed: customer {applied.customer_id} follows "
+                    f"{applied.stripe_subscription_id}"
                 )
+            else:
+                outcome = f"customer {applied.customer_id} on {applied.plan.key} ({applied.status})"
+            self.stdout.write(f"{stripe_id} ({stripe_status}): {outcome}")
         self.stderr.write(f"{len(results)} subscription(s) synced.")

@@ -5,7 +5,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from billing_app import services
+from billing_app.catalog import services as catalog
+from billing_app.customers import services as customers
+from billing_app.subscriptions import services as subscriptions
 
 PLANS = {
     "free": {"name": "Free", "quotas": {"seo": 10, "aeo": 5, "email.send": 20}},
@@ -19,10 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         for key, plan in PLANS.items():
             primitives = {slug: None for slug in plan["quotas"]}
-            services.account_kit_upsert(
+            catalog.account_kit_upsert(
                 key=f"kit_{key}", name=f"{plan['name']} kit", primitives=primitives
             )
-            services.plan_upsert(
+            catalog.plan_upsert(
                 key=key,
                 name=plan["name"],
                 account_kit_id=f"kit_{key}",
@@ -32,13 +34,13 @@ class Command(BaseCommand):
         User = get_user_model()
         tenant = User.objects.filter(email="tenant@example.com").first()
         if tenant is None:
-            tenant = services.tenant_create(email="tenant@example.com")
-        services.subscription_set(user=tenant, plan_key="free", status="active")
+            tenant = customers.customer_create(email="tenant@example.com")
+        subscriptions.subscription_set(customer=tenant, plan_key="free", status="active")
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
 
-        _, operator_key = services.operator_key_create(name="demo")
-        _, tenant_token = services.tenant_token_issue(user=tenant, name="demo")
+        _, operator_key = customers.operator_key_create(name="demo")
+        _, tenant_token = customers.tenant_token_issue(customer=tenant, name="demo")
         self.stdout.write(
             "\nDemo data loaded: plans free and pro, kits kit_free and kit_pro,\n"
             f"tenant tenant@example.com (id {tenant.pk}) on the free plan.\n"

@@ -1,0 +1,1 @@
+"""The catalog: Account Kits and plans (quotas, features, prices)."""

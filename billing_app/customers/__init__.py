@@ -1,0 +1,1 @@
+"""Customers (who is billed, any model), their kits, and the keys that act for them."""

@@ -1,0 +1,1 @@
+"""Usage records: what each billing period's usage came to. One writer, ``services``."""

@@ -1,0 +1,166 @@
+"""What a billing period's usage comes to, from the usage events (the ledger).
+
+A period need not line up with the quota windows (a plan change in the middle of a window,
+a Stripe period that is not a quota period), so usage is summed from the events, and
+overage is counted per quota window: a window's usage before the period began is counted
+against the quota first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from ..conf import billing_settings
+from ..models import BillingPeriod, Subscription, UsageEvent, UsageRecord
+
+Usage = dict[str, dict[str, Any]]
+
+
+def quotas_of(period: BillingPeriod, seats: int) -> dict[str, int]:
+    """The quotas a period is measured against: its plan's, per seat where they are."""
+    return {
+        quota.primitive: quota.limit * seats if quota.per_seat else quota.limit
+        for quota in period.plan.quotas.all()
+    }
+
+
+def usage_between(
+    *, customer_id: Any, start: datetime, end: datetime, quotas: Mapping[str, int | None]
+) -> Usage:
+    """Per primitive, the used quantity, quota and overage of ``[start, end)``."""
+    events = UsageEvent.objects.filter(customer_id=customer_id)
+    within = events.filter(occurred_at__gte=start, occurred_at__lt=end)
+    usage: Usage = {
+        primitive: {"used": 0, "quota": limit, "overage": 0} for primitive, limit in quotas.items()
+    }
+    rows = within.values("primitive", "window_start").annotate(used=Sum("quantity")).order_by()
+    for row in rows:
+        entry = usage.setdefault(row["primitive"], {"used": 0, "quota": None, "overage": 0})
+        entry["used"] += row["used"]
+        quota = entry["quota"]
+        if quota is not None:
+            before = (
+                events.filter(
+                    primitive=row["primitive"],
+                    window_start=row["window_start"],
+                    occurred_at__lt=start,
+                ).aggregate(used=Sum("quantity"))["used"]
+                or 0
+            )
+            entry["overage"] += max(0, before + row["used"] - quota) - max(0, before - quota)
+    return usage
+
+
+def period_usage(period: BillingPeriod, *, until: datetime | None = None) -> Usage:
+    seats = Subscription.objects.filter(pk=period.subscription_id).values_list("seats", flat=True)
+    end = period.end if until is None else min(until, period.end)
+    return usage_between(
+        customer_id=period.customer_id,
+        start=period.start,
+        end=end,
+        quotas=quotas_of(period, seats.first() or 1),
+    )
+
+
+def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, Any]]:
+    """Usage that reached already recorded periods ending by ``before`` after they were
+    recorded (reported late), or left them (refunded after the close): per period and
+    primitive, what their events sum to now minus what was billed for them so far (their
+    record and earlier adjustments). Posted to the next record, and billed with it, so a
+    recorded record never changes and every event is billed exactly once."""
+    previous = (
+        UsageRecord.objects.filter(customer_id=customer_id, period__end__lte=before)
+        .order_by("-closed_at")
+        .first()
+    )
+    if previous is None:
+        return []
+    # Late usage is refused past LATE_USAGE_WINDOW, so nothing older can have changed since
+    # the previous close (a day more for events in flight at that moment).
+    since = previous.closed_at - billing_settings.LATE_USAGE_WINDOW - timedelta(days=1)
+    records = list(
+        UsageRecord.objects.filter(
+            customer_id=customer_id, period__end__gt=since, period__end__lte=before
+        ).select_related("period")
+    )
+    billed: dict[tuple[int, str], dict[str, int]] = {}
+    for record in records:
+        for primitive, entry in record.usage.items():
+            billed[(record.pk, primitive)] = {"used": entry["used"], "overage": entry["overage"]}
+    later = UsageRecord.objects.filter(customer_id=customer_id, closed_at__gte=since)
+    for record in later:
+        for adjustment in record.adjustments:
+            key = (adjustment["periodId"], adjustment["primitive"])
+            if key in billed:
+                billed[key]["used"] += adjustment["used"]
+                billed[key]["overage"] += adjustment["overage"]
+    adjustments = []
+    for record in sorted(records, key=lambda r: r.period.start):
+        quotas = {p: entry["quota"] for p, entry in record.usage.items()}
+        now = usage_between(
+            customer_id=customer_id,
+            start=record.period.start,
+            end=record.period.end,
+            quotas=quotas,
+        )
+        for primitive, entry in sorted(now.items()):
+            was = billed.get((record.pk, primitive), {"used": 0, "overage": 0})
+            used, overage = entry["used"] - was["used"], entry["overage"] - was["overage"]
+            if used or overage:
+                adjustments.append(
+                    {
+                        "periodId": record.pk,
+                        "primitive": primitive,
+                        "used": used,
+                        "overage": overage,
+                    }
+                )
+    return adjustments
+
+
+@dataclass(frozen=True)
+class CurrentRecord:
+    """The open period's record as it stands: not stored, read from the events."""
+
+    period: BillingPeriod
+    usage: Usage
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
+    status: str = UsageRecord.Status.CURRENT
+    closed_at: None = None
+
+    @property
+    def pk(self) -> int:
+        return self.period.pk
+
+    @property
+    def plan(self) -> Any:
+        return self.period.plan
+
+
+def record_current(*, customer: Any, at: datetime | None = None) -> CurrentRecord | None:
+    """The record of the period open at ``at`` (now), or None when none is open."""
+    at = at or timezone.now()
+    period = (
+        BillingPeriod.objects.select_related("plan")
+        .prefetch_related("plan__quotas")
+        .filter(customer=customer, start__lte=at, end__gt=at, record__isnull=True)
+        .first()
+    )
+    if period is None:
+        return None
+    return CurrentRecord(
+        period=period,
+        usage=period_usage(period, until=at),
+        adjustments=late_adjustments(customer_id=period.customer_id, before=period.start),
+    )
+
+
+def records_of(*, customer: Any, status: str | None = None) -> Any:
+    records = UsageRecord.objects.filter(customer=customer).select_related("plan", "period")
+    return records.filter(status=status) if status else records

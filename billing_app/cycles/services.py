@@ -1,0 +1,151 @@
+"""The only writer of usage records. A billing period that has ended gets its record once,
+with its usage, its quota and overage per primitive, and the adjustments for late usage of
+earlier periods; its charges and the ``cycle.closed`` webhook go to the outbox in the same
+transaction. A record never changes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..conf import customer_id_json
+from ..models import BillingPeriod, OutboxMessage, Problem, Subscription, UsageRecord
+from ..outbox.services import message_add, webhook_add
+from ..problems import problem_clear, problem_record
+from .selectors import late_adjustments, period_usage
+
+logger = logging.getLogger(__name__)
+
+Status = UsageRecord.Status
+
+
+def records_close(*, at: datetime | None = None) -> list[UsageRecord]:
+    """Record every billing period that has ended. Safe to run often and from several
+    schedulers at once (a period being recorded by one is skipped by the others); each
+    period in its own transaction, and one that fails is logged, kept for the admin as a
+    Problem, and skipped."""
+    at = at or timezone.now()
+    closed = []
+    due = BillingPeriod.objects.filter(end__lte=at, record__isnull=True).order_by("end", "pk")
+    for pk in list(due.values_list("pk", flat=True)):
+        try:
+            with transaction.atomic():
+                period = (
+                    BillingPeriod.objects.select_for_update(skip_locked=True, of=("self",))
+                    .filter(pk=pk, record__isnull=True)
+                    .first()
+                )
+                if period is None:
+                    continue  # another scheduler has it, or has recorded it
+                closed.append(record_period(period, at=at))
+        except Exception as error:
+            logger.exception("Could not record billing period %s", pk)
+            problem_record(
+                kind=Problem.Kind.CYCLE_CLOSE,
+                subject=f"period:{pk}",
+                detail=f"{type(error).__name__}: {error}. Fix the cause; the next "
+                "billing_close_cycles run records it.",
+            )
+    return closed
+
+
+def record_period(period: BillingPeriod, *, at: datetime) -> UsageRecord:
+    """Write the record of a period that has ended (the caller holds its lock)."""
+    record = UsageRecord.objects.create(
+        period=period,
+        customer_id=period.customer_id,
+        plan=period.plan,
+        status=Status.FINAL
+        if period.end_reason == BillingPeriod.EndReason.CANCELLATION
+        else Status.RECORDED,
+        usage=period_usage(period),
+        adjustments=late_adjustments(customer_id=period.customer_id, before=period.start),
+        closed_at=at,
+    )
+    overage_charges(record)
+    webhook_add("cycle.closed", key=f"billing-cycle-{record.pk}", data=record_json(record))
+    problem_clear(subject=f"period:{period.pk}")
+    return record
+
+
+def record_json(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "id": record.pk,
+        "customerId": customer_id_json(record.customer_id),
+        "plan": record.plan.key,
+        "status": record.status,
+        "cycleStart": record.period.start.isoformat(),
+        "cycleEnd": record.period.end.isoformat(),
+        "usage": record.usage,
+        "adjustments": record.adjustments,
+    }
+
+
+def overage_charges(record: UsageRecord) -> list[OutboxMessage]:
+    """The Stripe charges of a record's billed overage (its own and its adjustments'): an
+    invoice item per primitive, or meter events where the plan names a Stripe meter.
+    Idempotent: the message keys are the record's and the primitive's."""
+    subscription = Subscription.objects.filter(customer_id=record.customer_id).first()
+    customer = subscription.stripe_customer_id if subscription else ""
+    plan = record.plan
+    prices = {
+        quota.primitive: quota.overage_unit_price
+        for quota in plan.quotas.all()
+        if quota.overage == "bill"
+    }
+    over: dict[str, int] = {}
+    for primitive, entry in record.usage.items():
+        over[primitive] = over.get(primitive, 0) + entry.get("overage", 0)
+    for adjustment in record.adjustments:
+        over[adjustment["primitive"]] = over.get(adjustment["primitive"], 0) + adjustment["overage"]
+    period = record.period
+    messages = []
+    for primitive, quantity in sorted(over.items()):
+        if primitive not in prices or quantity <= 0:
+            continue
+        if not customer:
+            logger.warning(
+                "Overage of customer %s (%s x %s) not billed: no Stripe customer.",
+                record.customer_id,
+                quantity,
+                primitive,
+            )
+            continue
+        key = f"billing-overage-{record.pk}-{primitive}"
+        quota = (record.usage.get(primitive) or {}).get("quota")
+        if plan.stripe_meter_event:
+            kind, payload = (
+                OutboxMessage.Kind.STRIPE_METER_EVENT,
+                {
+                    "event_name": plan.stripe_meter_event,
+                    "identifier": key,
+                    "timestamp": int(period.end.timestamp()) - 1,
+                    "payload": {"stripe_customer_id": customer, "value": str(quantity)},
+                },
+            )
+        else:
+            kind, payload = (
+                OutboxMessage.Kind.STRIPE_INVOICE_ITEM,
+                {
+                    "customer": customer,
+                    "currency": plan.currency,
+                    "quantity": quantity,
+                    "unit_amount_decimal": f"{Decimal(prices[primitive]).normalize():f}",
+                    "description": (
+                        f"{primitive}: {quantity} over the quota of {quota}, "
+                        f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
+                    ),
+                    "period": {
+                        "start": int(period.start.timestamp()),
+                        "end": int(period.end.timestamp()),
+                    },
+                    "metadata": {"billing_record": str(record.pk), "primitive": primitive},
+                },
+            )
+        messages.append(message_add(kind=kind, key=key, payload=payload))
+    return messages

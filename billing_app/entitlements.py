@@ -1,0 +1,320 @@
+"""What applies to a customer now: the one answer every reader uses.
+
+Enforcement, the usage endpoints, ``/billing/usage``, the admin and the billing page all
+read :func:`entitlement_for`. An entitlement carries the version it was built at; every
+change to what a customer may do raises that version in the database, in the change's own
+transaction (:func:`entitlements_changed` and friends, the only writers of the table). The
+reservation statement checks the version, so a process holding an old entitlement finds
+out on its next call and rebuilds: no cache has to be told, and none may be trusted.
+
+Entitlements are kept per process (a small LRU) and, with ``BILLING_CACHE``, in a shared
+Django cache. Either may be stale or down; the database decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from .conf import billing_settings
+from .models import (
+    ENDED_STATUSES,
+    AccountKit,
+    EntitlementVersion,
+    KitAssignment,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+)
+from .periods import Window, window_for
+
+logger = logging.getLogger(__name__)
+
+USABLE_STATUSES = frozenset({SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE})
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    limit: int
+    # Past the limit calls go on and the excess is billed (overage), instead of refused.
+    billed: bool = False
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    """Everything that decides a customer's calls, in one value."""
+
+    customer_id: Any
+    version: int
+    # The plan in force (the fallback plan when the subscription is inactive), or None:
+    # no subscription, nothing limited.
+    plan: str | None = None
+    # The subscription's own plan and status, as the customer sees them.
+    subscription_plan: str | None = None
+    status: str | None = None
+    period: str = "month"
+    anchor: datetime | None = None
+    restart: datetime | None = None
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    # primitive -> calls per minute (None: no rate limit); None: the customer has no kit.
+    kit: Mapping[str, int | None] | None = None
+    features: frozenset[str] = frozenset()
+    seats: int = 1
+    # Why every call is refused (402 subscription_inactive), or None.
+    inactive: str | None = None
+    # A past_due customer keeps its quotas until then.
+    grace_until: datetime | None = None
+
+    def window(self, at: datetime) -> Window:
+        return window_for(
+            self.period,
+            at,
+            anchor=self.anchor,
+            tz=billing_settings.TIME_ZONE,
+            restart=self.restart,
+        )
+
+    def quota(self, primitive: str) -> Quota | None:
+        """The primitive's quota; None when it is unlimited."""
+        return self.quotas.get(primitive)
+
+    def limit(self, primitive: str) -> int | None:
+        quota = self.quotas.get(primitive)
+        return None if quota is None else quota.limit
+
+    def rate(self, primitive: str) -> int | None:
+        return self.kit.get(primitive) if self.kit else None
+
+    def allows(self, primitive: str) -> bool:
+        return self.kit is None or primitive in self.kit
+
+    def inactive_reason(self, at: datetime) -> str | None:
+        if self.grace_until is not None and at >= self.grace_until:
+            return f"The subscription has been past due since before {self.grace_until:%Y-%m-%d}."
+        return self.inactive
+
+    def has_feature(self, feature: str) -> bool:
+        return self.inactive is None and feature in self.features
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def entitlement_for(*, customer_id: Any, fresh: bool = False) -> Entitlement:
+    """The customer's entitlement: from this process's cache, the shared cache, or the
+    database (always the database with ``fresh``)."""
+    if not fresh:
+        cached = _local.get(customer_id)
+        if cached is not None:
+            return cached
+        cached = _shared_get(customer_id)
+        if cached is not None:
+            _local.put(customer_id, cached)
+            return cached
+    entitlement = entitlement_build(customer_id=customer_id)
+    _local.put(customer_id, entitlement)
+    _shared_set(customer_id, entitlement, replace=fresh)
+    return entitlement
+
+
+def entitlement_is_current(entitlement: Entitlement) -> bool:
+    return version_of(entitlement.customer_id) == entitlement.version
+
+
+def version_of(customer_id: Any) -> int:
+    version = (
+        EntitlementVersion.objects.filter(customer_id=customer_id)
+        .values_list("version", flat=True)
+        .first()
+    )
+    return version or 0
+
+
+def entitlement_build(*, customer_id: Any) -> Entitlement:
+    """Build from the database. The version is read first: a change that commits while
+    the rest is read pairs newer rows with an older version, which the reservation then
+    refuses as stale; the other order could pair old rows with a new version."""
+    version = version_of(customer_id)
+    kit = (
+        AccountKit.objects.prefetch_related("primitives")
+        .filter(assignments__customer_id=customer_id)
+        .first()
+    )
+    allowed = {p.primitive: p.rate_per_minute for p in kit.primitives.all()} if kit else None
+    subscription = (
+        Subscription.objects.select_related("plan")
+        .prefetch_related("plan__quotas", "plan__features")
+        .filter(customer_id=customer_id)
+        .first()
+    )
+    if subscription is None:
+        return Entitlement(
+            customer_id=customer_id,
+            version=version,
+            period=billing_settings.DEFAULT_PERIOD,
+            kit=allowed,
+        )
+
+    plan, inactive, grace_until = subscription.plan, None, None
+    status = subscription.status
+    if status == SubscriptionStatus.PAST_DUE:
+        grace_until = subscription.status_changed_at + billing_settings.PAST_DUE_GRACE
+    elif status not in USABLE_STATUSES:
+        fallback = _fallback_plan()
+        if fallback is None:
+            inactive = (
+                "The subscription has ended."
+                if status in ENDED_STATUSES
+                else f"The subscription is {status}."
+            )
+        else:
+            plan = fallback
+    seats = subscription.seats
+    return Entitlement(
+        customer_id=customer_id,
+        version=version,
+        plan=plan.key,
+        subscription_plan=subscription.plan.key,
+        status=status,
+        period=plan.period,
+        anchor=subscription.billing_cycle_anchor,
+        restart=subscription.usage_reset_at,
+        quotas={
+            q.primitive: Quota(q.limit * seats if q.per_seat else q.limit, q.overage == "bill")
+            for q in plan.quotas.all()
+        },
+        kit=allowed,
+        features=frozenset(f.feature for f in plan.features.all()),
+        seats=seats,
+        inactive=inactive,
+        grace_until=grace_until,
+    )
+
+
+def _fallback_plan() -> Plan | None:
+    key = billing_settings.FALLBACK_PLAN
+    if not key:
+        return None
+    return Plan.objects.prefetch_related("quotas", "features").filter(key=key).first()
+
+
+# --- writing: the only writers of EntitlementVersion -----------------------------------
+
+
+def entitlements_changed(*, customer_ids: Iterable[Any]) -> None:
+    """Raise the version of these customers' entitlements. Call inside the transaction
+    that changes what they may do."""
+    ids = sorted(set(customer_ids), key=str)  # one lock order for concurrent changes
+    if not ids:
+        return
+    table = EntitlementVersion._meta.db_table
+    prep = EntitlementVersion._meta.pk.target_field.get_db_prep_value  # type: ignore[union-attr]
+    rows = ", ".join(["(%s, 1)"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (customer_id, version) VALUES {rows} "
+            f"ON CONFLICT (customer_id) DO UPDATE SET version = {table}.version + 1",
+            [prep(pk, connection, prepared=False) for pk in ids],
+        )
+
+
+def entitlements_changed_for_plan(*, plan: Plan) -> None:
+    """Everyone the plan applies to: its subscribers, and when it is the fallback plan,
+    every customer whose subscription is not usable."""
+    subscribers = Subscription.objects.filter(plan=plan)
+    if plan.key == billing_settings.FALLBACK_PLAN:
+        subscribers = Subscription.objects.exclude(status__in=USABLE_STATUSES) | subscribers
+    _bump(subscribers.values("customer_id"))
+
+
+def entitlements_changed_for_kit(*, kit: AccountKit) -> None:
+    _bump(KitAssignment.objects.filter(kit=kit).values("customer_id"))
+
+
+def _bump(customer_ids: Any) -> None:
+    from django.db.models import F
+
+    EntitlementVersion.objects.filter(customer_id__in=customer_ids).update(version=F("version") + 1)
+
+
+# --- caches ------------------------------------------------------------------------------
+
+
+class _LRU:
+    """A bounded, thread-safe map of the most recently used entitlements of a process."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[Any, Entitlement] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Entitlement | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Any, value: Entitlement) -> None:
+        with self.lock:
+            self.entries[key] = value
+            self.entries.move_to_end(key)
+            while len(self.entries) > billing_settings.ENTITLEMENT_CACHE_SIZE:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_local = _LRU()
+
+
+def cache_clear() -> None:
+    """Forget this process's entitlements (tests, and after a restore of the database)."""
+    _local.clear()
+
+
+def _shared() -> Any:
+    alias = billing_settings.CACHE
+    if not alias:
+        return None
+    from django.core.cache import caches
+
+    return caches[alias]
+
+
+def _cache_key(customer_id: Any) -> str:
+    return f"billing:entitlement:{customer_id}"
+
+
+def _shared_get(customer_id: Any) -> Entitlement | None:
+    cache = _shared()
+    if cache is None:
+        return None
+    try:
+        value = cache.get(_cache_key(customer_id))
+    except Exception:  # a cache is an optimisation: down means ask the database
+        logger.warning("Entitlement cache unavailable; reading the database.", exc_info=True)
+        return None
+    return value if isinstance(value, Entitlement) else None
+
+
+def _shared_set(customer_id: Any, entitlement: Entitlement, *, replace: bool) -> None:
+    cache = _shared()
+    if cache is None:
+        return
+    timeout = billing_settings.ENTITLEMENT_CACHE_TIMEOUT
+    try:
+        if replace:
+            cache.set(_cache_key(customer_id), entitlement, timeout)
+        else:
+            cache.add(_cache_key(customer_id), entitlement, timeout)
+    except Exception:
+        logger.warning("Entitlement cache unavailable; not stored.", exc_info=True)

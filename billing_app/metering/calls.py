@@ -1,0 +1,101 @@
+"""A metered request, from reservation to keep-or-refund: what the middleware (for
+``@metered`` views) and the DRF mixin share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from ..customers.resolvers import resolve_customer
+from ..exceptions import CallRefused, InvalidInput
+from .ledger import Reservation
+from .services import usage_refund, usage_reserve
+
+Quantity = int | Callable[[Any], int]
+# Methods that do no work of their own: a preflight or a HEAD costs nothing.
+UNMETERED_METHODS = frozenset({"OPTIONS", "HEAD"})
+
+
+@dataclass
+class MeteredCall:
+    primitive: str
+    reservation: Reservation
+    settled: bool = False
+
+    def finish(self, *, succeeded: bool, raised: bool = False) -> None:
+        """Keep the usage of a call that succeeded; refund one that failed. Once.
+
+        A reservation made inside the request's transaction (``ATOMIC_REQUESTS``) is
+        undone by that transaction's rollback when the view raised or DRF marked it for
+        rollback; refunding then would query a transaction that is going away."""
+        if self.settled:
+            return
+        self.settled = True
+        if succeeded:
+            return
+        if self.reservation.in_transaction and (raised or connection.needs_rollback):
+            return
+        usage_refund(reservation=self.reservation)
+
+    def headers(self) -> dict[str, str]:
+        reservation = self.reservation
+        if reservation.limit is None:
+            return {}
+        return quota_headers(
+            primitive=self.primitive,
+            limit=reservation.limit,
+            remaining=max(0, reservation.limit - reservation.used),
+            window_seconds=int((reservation.window.end - reservation.window.start).total_seconds()),
+            reset=max(0, math.ceil((reservation.window.end - timezone.now()).total_seconds())),
+        )
+
+
+def quota_headers(
+    *, primitive: str, limit: int, remaining: int, window_seconds: int, reset: int
+) -> dict[str, str]:
+    """The IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-09)."""
+    return {
+        "RateLimit-Policy": f'"{primitive}";q={limit};w={window_seconds}',
+        "RateLimit": f'"{primitive}";r={remaining};t={reset}',
+    }
+
+
+def call_start(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCall:
+    """Decide and reserve a metered call of ``request``; raises ``CallRefused`` (or
+    ``CustomerRequired``) when it may not run. The caller runs the work, then ``finish``."""
+    customer = resolve_customer(request)
+    amount = quantity(request) if callable(quantity) else quantity
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < 2**63:
+        raise InvalidInput(
+            {"quantity": [f"A quantity is a positive integer below 2^63, not {amount!r}."]}
+        )
+    reservation = usage_reserve(customer_id=customer.pk, primitive=primitive, quantity=amount)
+    return MeteredCall(primitive=primitive, reservation=reservation)
+
+
+def refusal_headers(error: CallRefused) -> dict[str, str]:
+    """``Retry-After``, and for a refusal over a limit the RateLimit fields, as a call
+    within the limit carries them."""
+    headers = {}
+    if error.wait:
+        headers["Retry-After"] = str(error.wait)
+    if error.limit is not None and error.window_seconds and error.wait:
+        headers.update(
+            quota_headers(
+                primitive=error.primitive,
+                limit=error.limit,
+                remaining=0,
+                window_seconds=error.window_seconds,
+                reset=error.wait,
+            )
+        )
+    return headers
+
+
+def succeeded(status_code: int) -> bool:
+    return 200 <= status_code < 400

@@ -1,0 +1,627 @@
+"""The usage ledger: the only writer of usage events, counters, rate counters and
+idempotency keys.
+
+A reservation admits a call only when, in one decision taken by the database:
+
+- the customer's entitlement version is still the one the caller decided with,
+- the kit's per-minute rate has room (when the primitive has one),
+- the window's counter stays within the quota (``used + n <= limit``),
+
+and then raises the counters and writes the event. On PostgreSQL an unkeyed reservation
+(every metered call) is one statement in autocommit, its parts chained by data-modifying
+CTEs: one round trip, no transaction to open or close. A keyed one, and every one on
+SQLite (which has no data-modifying CTEs; it runs in process, so statements cost no round
+trip), runs the same conditional statements in a short transaction instead.
+
+Counters always equal the sum of their window's events: both change in the same statement
+or transaction, including the refund of a failed call.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from django.db import DataError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..conf import customer_model
+from ..exceptions import Conflict, InvalidInput
+from ..models import EntitlementVersion, IdempotencyKey, RateCounter, UsageCounter, UsageEvent
+from ..periods import Window, minute_window
+
+MAX_BIGINT = 2**63 - 1
+
+
+class Outcome(enum.Enum):
+    RESERVED = "reserved"
+    DUPLICATE = "duplicate"  # a known idempotency key: nothing changed
+    STALE = "stale"  # the entitlement changed: rebuild it and try again
+    OVER_RATE = "over_rate"
+    OVER_QUOTA = "over_quota"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    event_id: int
+    customer_id: Any
+    primitive: str
+    quantity: int
+    window: Window
+    used: int  # the window's usage after this call
+    occurred_at: datetime
+    idempotency_key: str = ""
+    duplicate: bool = False
+    # The quota it was measured against (reported even when usage past it is billed).
+    limit: int | None = None
+    # True when it was written inside a transaction the caller had open: a rollback of
+    # that transaction undoes it, and nothing else may.
+    in_transaction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    outcome: Outcome
+    reservation: Reservation | None = None
+    used: int = 0  # the counter as the refusal found it
+    calls: int = 0  # the per-minute counter as the refusal found it
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One reservation to make: who, what, how much, where it counts, and the limits the
+    caller's entitlement (at ``version``) gives."""
+
+    customer_id: Any
+    version: int
+    primitive: str
+    quantity: int
+    occurred_at: datetime
+    window: Window
+    limit: int | None  # None: unlimited (or billed past it: overage)
+    rate: int | None = None  # calls per minute, None: no rate limit
+    idempotency_key: str = ""
+    fingerprint: str = ""
+
+
+def fingerprint(*parts: Any) -> str:
+    """What an idempotency key was sent with, hashed: the same key with another body is a
+    conflict, not a duplicate."""
+    return hashlib.sha256("|".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
+
+
+# --- reserve ---------------------------------------------------------------------------
+
+
+def reserve(request: Request) -> Attempt:
+    """Admit and record one use, or say why not. Never raises for a refusal; every
+    outcome but STALE was decided against the entitlement version the caller holds."""
+    if connection.vendor == "postgresql" and not request.idempotency_key:
+        return _reserve_in_one_statement(request)
+    return _reserve_in_transaction(request)
+
+
+def _params(request: Request, now: datetime) -> dict[str, Any]:
+    adapt = connection.ops.adapt_datetimefield_value
+    limit = MAX_BIGINT if request.limit is None else request.limit
+    return {
+        "customer": customer_db_value(request.customer_id),
+        "version": request.version,
+        "primitive": request.primitive,
+        "quantity": request.quantity,
+        # The counter may take the call while it holds at most this much.
+        "room": limit - request.quantity,
+        "window_start": adapt(request.window.start),
+        "window_end": adapt(request.window.end),
+        "occurred_at": adapt(request.occurred_at),
+        "recorded_at": adapt(now),
+        "key": request.idempotency_key,
+        "minute": adapt(minute_window(now).start),
+        "rate": request.rate or 0,
+    }
+
+
+@cache
+def _tables() -> dict[str, str]:
+    return {
+        "versions": EntitlementVersion._meta.db_table,
+        "counters": UsageCounter._meta.db_table,
+        "events": UsageEvent._meta.db_table,
+        "rates": RateCounter._meta.db_table,
+        "keys": IdempotencyKey._meta.db_table,
+    }
+
+
+# The parts, shared by both ways of running them. Each conditional write takes its input
+# from the part before it, so a refusal anywhere writes nothing after it.
+_VERSION_OK = (
+    "COALESCE((SELECT version FROM {versions} WHERE customer_id = %(customer)s), 0) = %(version)s"
+)
+_RATE = (
+    "INSERT INTO {rates} AS r (customer_id, primitive, minute, calls) "
+    "SELECT %(customer)s, %(primitive)s, %(minute)s, 1 {source} "
+    "ON CONFLICT (customer_id, primitive) DO UPDATE "
+    "SET minute = excluded.minute, "
+    "calls = CASE WHEN r.minute = excluded.minute THEN r.calls + 1 ELSE 1 END "
+    "WHERE r.minute <> excluded.minute OR r.calls < %(rate)s "
+    "RETURNING calls"
+)
+_COUNTER = (
+    "INSERT INTO {counters} AS c (customer_id, primitive, window_start, window_end, used) "
+    "SELECT %(customer)s, %(primitive)s, %(window_start)s, %(window_end)s, %(quantity)s "
+    "{source} "
+    "ON CONFLICT (customer_id, primitive, window_start) DO UPDATE "
+    "SET used = c.used + excluded.used WHERE c.used <= %(room)s "
+    "RETURNING used"
+)
+_EVENT = (
+    "INSERT INTO {events} "
+    "(customer_id, primitive, quantity, occurred_at, recorded_at, window_start, idempotency_key) "
+    "SELECT %(customer)s, %(primitive)s, %(quantity)s, %(occurred_at)s, %(recorded_at)s, "
+    "%(window_start)s, %(key)s {source} "
+    "RETURNING id"
+)
+_USED = (
+    "SELECT used FROM {counters} WHERE customer_id = %(customer)s "
+    "AND primitive = %(primitive)s AND window_start = %(window_start)s"
+)
+
+
+def _sql(template: str, source: str) -> str:
+    return template.format(source=source, **_tables())
+
+
+@cache
+def _one_statement(with_rate: bool) -> str:
+    """The PostgreSQL reservation: version, rate, counter and event in one statement,
+    answering (version ok, calls this minute, used after, event id, used as found)."""
+    parts = ["fresh AS (SELECT 1 AS ok WHERE " + _sql(_VERSION_OK, "") + ")"]
+    if with_rate:
+        parts.append("rate AS (" + _sql(_RATE, "FROM fresh") + ")")
+    gate = "FROM rate" if with_rate else "FROM fresh"
+    parts.append("counter AS (" + _sql(_COUNTER, gate + " WHERE %(room)s >= 0") + ")")
+    parts.append("event AS (" + _sql(_EVENT, "FROM counter") + ")")
+    calls = "(SELECT calls FROM rate)" if with_rate else "NULL"
+    return (
+        "WITH "
+        + ", ".join(parts)
+        + f" SELECT (SELECT ok FROM fresh), {calls}, (SELECT used FROM counter), "
+        + "(SELECT id FROM event), ("
+        + _sql(_USED, "")
+        + ")"
+    )
+
+
+def _reserve_in_one_statement(request: Request) -> Attempt:
+    in_transaction = connection.in_atomic_block
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(
+                _one_statement(request.rate is not None), _params(request, timezone.now())
+            )
+        except DataError:
+            raise _overflow() from None
+        fresh, calls, used, event_id, found = cursor.fetchone()
+    if not fresh:
+        return Attempt(Outcome.STALE)
+    if request.rate is not None and calls is None:
+        return Attempt(Outcome.OVER_RATE, calls=request.rate, used=found or 0)
+    if event_id is None:
+        return _refused_by_counter(request, found or 0)
+    return Attempt(Outcome.RESERVED, _reservation(request, event_id, used, in_transaction))
+
+
+class _Refused(Exception):
+    """Rolls back a reservation's transaction."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def _reserve_in_transaction(request: Request) -> Attempt:
+    """The same decision as statements in a transaction. The first statement writes, so
+    SQLite takes its write lock at once instead of upgrading a read lock later."""
+    now = timezone.now()
+    params = _params(request, now)
+    in_transaction = connection.in_atomic_block
+    fresh = "WHERE " + _sql(_VERSION_OK, "")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if request.idempotency_key and not _claim_key(cursor, request, now):
+                raise _Refused(Outcome.DUPLICATE)
+            if request.rate is not None:
+                cursor.execute(_sql(_RATE, fresh), params)
+                if cursor.fetchone() is None:
+                    raise _Refused(Outcome.OVER_RATE)
+            cursor.execute(_sql(_COUNTER, fresh + " AND %(room)s >= 0"), params)
+            counted = cursor.fetchone()
+            if counted is None:
+                raise _Refused(Outcome.OVER_QUOTA)
+            cursor.execute(_sql(_EVENT, ""), params)
+            (event_id,) = cursor.fetchone()
+    except DataError:
+        raise _overflow() from None
+    except _Refused as refused:
+        if refused.outcome is Outcome.DUPLICATE:
+            return Attempt(Outcome.DUPLICATE, replay(request))
+        if version_of(request.customer_id) != request.version:
+            return Attempt(Outcome.STALE)
+        if refused.outcome is Outcome.OVER_RATE:
+            return Attempt(Outcome.OVER_RATE, calls=request.rate or 0, used=_used(request))
+        return _refused_by_counter(request, _used(request))
+    return Attempt(Outcome.RESERVED, _reservation(request, event_id, counted[0], in_transaction))
+
+
+def _claim_key(cursor: Any, request: Request, now: datetime) -> bool:
+    """Insert the key, or wait for a concurrent holder of it and find it taken."""
+    cursor.execute(
+        f"INSERT INTO {_tables()['keys']} (customer_id, key, fingerprint, created_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, key) DO NOTHING RETURNING id",
+        [
+            customer_db_value(request.customer_id),
+            request.idempotency_key,
+            request.fingerprint,
+            connection.ops.adapt_datetimefield_value(now),
+        ],
+    )
+    return cursor.fetchone() is not None
+
+
+def _refused_by_counter(request: Request, used: int) -> Attempt:
+    if request.limit is None:
+        raise _overflow()  # an unlimited counter refuses only when it would overflow
+    if request.rate is not None:
+        _rate_give_back(request)
+    return Attempt(Outcome.OVER_QUOTA, used=used)
+
+
+def _rate_give_back(request: Request) -> None:
+    """A call the quota refused after the rate admitted it was not made: give its
+    per-minute slot back, so the rate counts admitted calls only."""
+    RateCounter.objects.filter(
+        customer_id=request.customer_id,
+        primitive=request.primitive,
+        minute=minute_window(timezone.now()).start,
+        calls__gt=0,
+    ).update(calls=F("calls") - 1)
+
+
+def _overflow() -> InvalidInput:
+    return InvalidInput({"quantity": ["The window's counter cannot hold that much more."]})
+
+
+def _reservation(request: Request, event_id: int, used: int, in_transaction: bool) -> Reservation:
+    return Reservation(
+        event_id=event_id,
+        customer_id=request.customer_id,
+        primitive=request.primitive,
+        quantity=request.quantity,
+        window=request.window,
+        used=used,
+        occurred_at=request.occurred_at,
+        idempotency_key=request.idempotency_key,
+        in_transaction=in_transaction,
+    )
+
+
+def _used(request: Request) -> int:
+    return used_in(
+        customer_id=request.customer_id, primitive=request.primitive, window=request.window
+    )
+
+
+def used_in(*, customer_id: Any, primitive: str, window: Window) -> int:
+    used = (
+        UsageCounter.objects.filter(
+            customer_id=customer_id, primitive=primitive, window_start=window.start
+        )
+        .values_list("used", flat=True)
+        .first()
+    )
+    return used or 0
+
+
+def version_of(customer_id: Any) -> int:
+    version = (
+        EntitlementVersion.objects.filter(customer_id=customer_id)
+        .values_list("version", flat=True)
+        .first()
+    )
+    return version or 0
+
+
+def replay(request: Request) -> Reservation:
+    """The first recording of a known idempotency key, or ``Conflict`` when the key was
+    sent before with another body."""
+    known = IdempotencyKey.objects.get(customer_id=request.customer_id, key=request.idempotency_key)
+    if known.fingerprint != request.fingerprint:
+        raise Conflict(
+            f"{request.idempotency_key!r} was used before with a different request.",
+            fields={"idempotency_key": ["Used before with a different request."]},
+        )
+    event = UsageEvent.objects.get(
+        customer_id=request.customer_id, idempotency_key=request.idempotency_key
+    )
+    counter = UsageCounter.objects.get(
+        customer_id=event.customer_id, primitive=event.primitive, window_start=event.window_start
+    )
+    return Reservation(
+        event_id=event.pk,
+        customer_id=request.customer_id,
+        primitive=event.primitive,
+        quantity=event.quantity,
+        window=Window(counter.window_start, counter.window_end),
+        used=counter.used,
+        occurred_at=event.occurred_at,
+        idempotency_key=request.idempotency_key,
+        duplicate=True,
+    )
+
+
+# --- refund ----------------------------------------------------------------------------
+
+
+def refund(reservation: Reservation) -> None:
+    """Undo a reservation whose call failed: its event goes, its counter comes down, its
+    idempotency key is forgotten (so a retry with it is recorded)."""
+    if reservation.duplicate:
+        return
+    tables = _tables()
+    adapt = connection.ops.adapt_datetimefield_value
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {tables['events']} WHERE id = %s AND occurred_at = %s RETURNING id",
+            [reservation.event_id, adapt(reservation.occurred_at)],
+        )
+        if cursor.fetchone() is None:
+            return  # refunded already
+        cursor.execute(
+            f"UPDATE {tables['counters']} SET used = used - %s WHERE customer_id = %s "
+            "AND primitive = %s AND window_start = %s",
+            [
+                reservation.quantity,
+                customer_db_value(reservation.customer_id),
+                reservation.primitive,
+                adapt(reservation.window.start),
+            ],
+        )
+        if reservation.idempotency_key:
+            IdempotencyKey.objects.filter(
+                customer_id=reservation.customer_id, key=reservation.idempotency_key
+            ).delete()
+
+
+# --- batches ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One valid event of a batch, ready to write."""
+
+    customer_id: Any
+    primitive: str
+    quantity: int
+    occurred_at: datetime
+    window: Window
+    idempotency_key: str
+    fingerprint: str
+
+
+def ingest(
+    items: Sequence[Item],
+) -> tuple[list[tuple[str, int]], dict[tuple[Any, str, Window], int]]:
+    """Write a batch of reported usage in one transaction. Reported usage already
+    happened, so it is recorded whatever the quota (overage). Answers ("created" |
+    "duplicate" | "conflict", event id) per item, in order, and each counter's value after
+    the batch (for usage alerts)."""
+    if not items:
+        return [], {}
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
+    tables = _tables()
+    markers = [_marker(item) for item in items]
+    with transaction.atomic(), connection.cursor() as cursor:
+        claimed = _claim_keys(cursor, items, markers, now)
+        # Unkeyed events, and the first of each key this batch claimed.
+        to_write, taken = [], set()
+        for index, marker in enumerate(markers):
+            if marker is None or (marker in claimed and marker not in taken):
+                to_write.append(index)
+                taken.add(marker)
+        ids: dict[int, int] = {}
+        if to_write:
+            source, params = rows_source(
+                UsageEvent,
+                EVENT_COLUMNS,
+                [
+                    (
+                        customer_db_value(items[i].customer_id),
+                        items[i].primitive,
+                        items[i].quantity,
+                        adapt(items[i].occurred_at),
+                        now,
+                        adapt(items[i].window.start),
+                        items[i].idempotency_key,
+                    )
+                    for i in to_write
+                ],
+            )
+            columns = ", ".join(
+                f"{name}_id" if name == "customer" else name for name in EVENT_COLUMNS
+            )
+            cursor.execute(
+                f"INSERT INTO {tables['events']} ({columns}) {source} RETURNING id", params
+            )
+            # Rows come back in the order sent, as Django's bulk_create also relies on.
+            ids = dict(zip(to_write, (row[0] for row in cursor.fetchall()), strict=True))
+        after = _counters_add(cursor, [items[i] for i in to_write])
+    results: list[tuple[str, int]] = []
+    first = {markers[i]: (ids[i], items[i].fingerprint) for i in to_write if markers[i]}
+    unknown = {m for m in markers if m is not None and m not in first}
+    first.update(_known_keys(unknown))
+    for index, item in enumerate(items):
+        if index in ids:
+            results.append(("created", ids[index]))
+        else:
+            event_id, first_fingerprint = first[markers[index]]
+            same = first_fingerprint == item.fingerprint
+            results.append(("duplicate" if same else "conflict", event_id))
+    return results, after
+
+
+EVENT_COLUMNS = (
+    "customer",
+    "primitive",
+    "quantity",
+    "occurred_at",
+    "recorded_at",
+    "window_start",
+    "idempotency_key",
+)
+
+
+def _marker(item: Item) -> tuple[str, str] | None:
+    if not item.idempotency_key:
+        return None
+    return str(customer_db_value(item.customer_id)), item.idempotency_key
+
+
+def _claim_keys(
+    cursor: Any, items: Sequence[Item], markers: list[tuple[str, str] | None], now: Any
+) -> set[tuple[str, str]]:
+    """Insert the batch's keys; answers those that were new. Sorted, so concurrent
+    batches that share keys take their locks in one order and never deadlock."""
+    rows = {}
+    for item, marker in zip(items, markers, strict=True):
+        if marker is not None and marker not in rows:
+            rows[marker] = (
+                customer_db_value(item.customer_id),
+                item.idempotency_key,
+                item.fingerprint,
+                now,
+            )
+    if not rows:
+        return set()
+    source, params = rows_source(
+        IdempotencyKey,
+        ("customer", "key", "fingerprint", "created_at"),
+        [rows[marker] for marker in sorted(rows)],
+    )
+    cursor.execute(
+        f"INSERT INTO {_tables()['keys']} (customer_id, key, fingerprint, created_at) "
+        f"{source} ON CONFLICT (customer_id, key) DO NOTHING RETURNING customer_id, key",
+        params,
+    )
+    return {(str(c), k) for c, k in cursor.fetchall()}
+
+
+def _known_keys(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+    """The first event and fingerprint of keys recorded before this batch."""
+    if not markers:
+        return {}
+    customers = {c for c, _ in markers}
+    keys = {k for _, k in markers}
+    fingerprints = {
+        (str(customer_db_value(c)), k): f
+        for c, k, f in IdempotencyKey.objects.filter(
+            customer_id__in=customers, key__in=keys
+        ).values_list("customer_id", "key", "fingerprint")
+    }
+    events = {
+        (str(customer_db_value(c)), k): pk
+        for c, k, pk in UsageEvent.objects.filter(
+            customer_id__in=customers, idempotency_key__in=keys
+        ).values_list("customer_id", "idempotency_key", "pk")
+    }
+    return {m: (events[m], fingerprints[m]) for m in markers}
+
+
+def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Window], int]:
+    totals: dict[tuple[Any, str, Window], int] = {}
+    for item in items:
+        key = (item.customer_id, item.primitive, item.window)
+        totals[key] = totals.get(key, 0) + item.quantity
+    if not totals:
+        return {}
+    adapt = connection.ops.adapt_datetimefield_value
+    table = _tables()["counters"]
+    # Sorted, so concurrent batches lock shared counter rows in the same order.
+    ordered = sorted(totals.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2].start))
+    source, params = rows_source(
+        UsageCounter,
+        ("customer", "primitive", "window_start", "window_end", "used"),
+        [
+            (customer_db_value(c), p, adapt(w.start), adapt(w.end), used)
+            for (c, p, w), used in ordered
+        ],
+    )
+    try:
+        cursor.execute(
+            f"INSERT INTO {table} AS c (customer_id, primitive, window_start, window_end, used) "
+            f"{source} ON CONFLICT (customer_id, primitive, window_start) DO UPDATE "
+            "SET used = c.used + excluded.used "
+            "RETURNING customer_id, primitive, window_start, used",
+            params,
+        )
+    except DataError:
+        raise InvalidInput({"events": ["A counter cannot hold that much more usage."]}) from None
+    by_start = {(str(customer_db_value(c)), p, w.start): (c, p, w) for (c, p, w) in totals}
+    after = {}
+    for c, p, start, used in cursor.fetchall():
+        key = by_start.get((str(c), p, as_aware(start)))
+        if key is not None:
+            after[key] = used
+    return after
+
+
+def rows_source(model: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Any:
+    """``rows`` as the source of an ``INSERT`` (or an ``UPDATE ... FROM``), and its
+    parameters. On PostgreSQL one array per column, as Django's bulk_create does: psycopg
+    binds on the client and splitting a statement at thousands of placeholders costs more
+    than the insert."""
+    if connection.vendor == "postgresql":
+        by_name = {f.name: f for f in model._meta.concrete_fields}
+        types = [_array_type(by_name[name].db_type(connection) or "") for name in names]
+        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        return f"SELECT * FROM unnest({arrays})", [list(c) for c in zip(*rows, strict=True)]
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    return "SELECT * FROM (VALUES " + ", ".join([row] * len(rows)) + ") WHERE true", [
+        value for row in rows for value in row
+    ]
+
+
+def _array_type(kind: str) -> str:
+    kind = kind.split("(")[0]
+    return {"serial": "integer", "bigserial": "bigint"}.get(kind, kind)
+
+
+def as_aware(value: Any) -> datetime:
+    """A timestamp from a raw cursor (SQLite gives naive or text) as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
+
+
+@cache
+def _customer_pk() -> Any:
+    return customer_model()._meta.pk
+
+
+def customer_db_value(customer_id: Any) -> Any:
+    """A customer's key as the database takes it in raw SQL (a UUID is text on SQLite)."""
+    pk = _customer_pk()
+    return pk.get_db_prep_value(pk.to_python(customer_id), connection, prepared=False)
+
+
+def counters_of(customer_id: Any, window_start: datetime) -> Mapping[str, int]:
+    return dict(
+        UsageCounter.objects.filter(customer_id=customer_id, window_start=window_start)
+        .order_by("primitive")
+        .values_list("primitive", "used")
+    )

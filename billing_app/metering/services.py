@@ -1,0 +1,425 @@
+"""The quota decision, and every way usage is recorded.
+
+:func:`usage_reserve` is the one decision a metered call goes through, whatever its entry
+point (``@metered`` with the middleware, the DRF mixin, ``POST .../billing/usage``). In
+order: the Account Kit (403), the subscription's status (402), the kit's per-minute rate
+(429) and the quota (429, or 402 where the project says so), the last two decided by the
+database in the reservation itself, against the entitlement's version.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from ..conf import billing_settings, customer_model
+from ..entitlements import Entitlement, entitlement_for, entitlement_is_current
+from ..exceptions import (
+    BillingError,
+    CallRefused,
+    InvalidInput,
+    PrimitiveNotAllowed,
+    QuotaExceeded,
+    RateLimited,
+    SubscriptionInactive,
+)
+from ..periods import Window, minute_window
+from . import alerts, ledger
+from .ledger import Outcome, Reservation
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+ATTEMPTS = 3
+
+
+def admit(entitlement: Entitlement, *, primitive: str, at: datetime) -> None:
+    """The checks decided from the entitlement alone: kit, then status."""
+    if not entitlement.allows(primitive):
+        raise PrimitiveNotAllowed(
+            f"{primitive} is not in this customer's Account Kit.", primitive=primitive
+        )
+    inactive = entitlement.inactive_reason(at)
+    if inactive:
+        raise SubscriptionInactive(inactive, primitive=primitive)
+
+
+def usage_reserve(
+    *,
+    customer_id: Any,
+    primitive: str,
+    quantity: int = 1,
+    at: datetime | None = None,
+    idempotency_key: str = "",
+    fingerprint: str = "",
+    enforce: bool = True,
+    live: bool = True,
+) -> Reservation:
+    """Admit and record ``quantity`` of ``primitive`` for the customer, in the quota window
+    that ``at`` (now) falls in; raise the matching :class:`CallRefused` when it may not be.
+
+    ``enforce=False`` records past the quota (reported usage that already happened: it
+    becomes overage); ``live=False`` leaves the per-minute rate out (it is about calls as
+    they are made). A known idempotency key answers its first reservation.
+    """
+    now = timezone.now()
+    at = at or now
+    entitlement = entitlement_for(customer_id=customer_id)
+    for _ in range(ATTEMPTS):
+        try:
+            if enforce:
+                admit(entitlement, primitive=primitive, at=now)
+        except CallRefused:
+            # Refused from a cached entitlement: only once the database agrees it is current.
+            if entitlement_is_current(entitlement):
+                raise
+            entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+            continue
+        window = entitlement.window(at)
+        quota = entitlement.quota(primitive)
+        attempt = ledger.reserve(
+            ledger.Request(
+                customer_id=customer_id,
+                version=entitlement.version,
+                primitive=primitive,
+                quantity=quantity,
+                occurred_at=at,
+                window=window,
+                limit=quota.limit if enforce and quota and not quota.billed else None,
+                rate=entitlement.rate(primitive) if enforce and live else None,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+            )
+        )
+        if attempt.outcome is Outcome.STALE:
+            entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+            continue
+        if attempt.outcome is Outcome.OVER_RATE:
+            raise rate_refusal(primitive=primitive, rate=attempt.calls, now=now)
+        if attempt.outcome is Outcome.OVER_QUOTA:
+            assert quota is not None
+            raise quota_refusal(
+                entitlement,
+                primitive=primitive,
+                used=attempt.used,
+                limit=quota.limit,
+                window=window,
+            )
+        assert attempt.reservation is not None
+        reservation = replace(attempt.reservation, limit=quota.limit if quota else None)
+        if attempt.outcome is Outcome.RESERVED and quota is not None:
+            alerts.note(
+                customer_id=customer_id,
+                primitive=primitive,
+                window=window,
+                before=reservation.used - quantity,
+                after=reservation.used,
+                limit=quota.limit,
+            )
+        return reservation
+    raise BillingError("The customer's entitlement kept changing; try again.")
+
+
+def quota_refusal(
+    entitlement: Entitlement, *, primitive: str, used: int, limit: int, window: Window
+) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"The {primitive} quota for this {entitlement.period} ({limit}) is used up.",
+        primitive=primitive,
+        limit=limit,
+        used=used,
+        resets_at=window.end,
+        window_seconds=int((window.end - window.start).total_seconds()),
+        wait=_seconds_until(window.end),
+    )
+
+
+def rate_refusal(*, primitive: str, rate: int, now: datetime) -> RateLimited:
+    minute = minute_window(now)
+    return RateLimited(
+        f"More than {rate} calls of {primitive} per minute.",
+        primitive=primitive,
+        limit=rate,
+        used=rate,
+        resets_at=minute.end,
+        window_seconds=60,
+        wait=_seconds_until(minute.end),
+    )
+
+
+def _seconds_until(instant: datetime) -> int:
+    return max(1, math.ceil((instant - timezone.now()).total_seconds()))
+
+
+def usage_refund(*, reservation: Reservation) -> None:
+    """Undo the reservation of a call that failed: it costs nothing."""
+    ledger.refund(reservation)
+
+
+def usage_record(
+    *,
+    customer_id: Any,
+    primitive: str,
+    quantity: int = 1,
+    idempotency_key: str = "",
+    timestamp: datetime | None = None,
+    enforce: bool = True,
+) -> Reservation:
+    """Record usage reported through the API, in the window ``timestamp`` falls in.
+
+    With ``enforce`` it is refused as a metered call would be (kit, status, quota; not
+    the per-minute rate, which is about live calls); without, it is recorded even past the
+    quota (overage). A known idempotency key answers the first result.
+    """
+    now = timezone.now()
+    at = check_timestamp("timestamp", timestamp, now=now) if timestamp else now
+    return usage_reserve(
+        customer_id=customer_id,
+        primitive=primitive,
+        quantity=quantity,
+        at=at,
+        idempotency_key=idempotency_key,
+        fingerprint=ledger.fingerprint(primitive, quantity, timestamp and timestamp.isoformat()),
+        enforce=enforce,
+        live=False,
+    )
+
+
+def check_timestamp(field: str, at: datetime, *, now: datetime) -> datetime:
+    if at < now - billing_settings.LATE_USAGE_WINDOW:
+        raise InvalidInput(
+            {field: [f"Usage older than {billing_settings.LATE_USAGE_WINDOW} is refused."]}
+        )
+    if at > now + FUTURE_TOLERANCE:
+        raise InvalidInput({field: ["Usage may not be more than 5 minutes ahead."]})
+    return at
+
+
+@dataclass(frozen=True)
+class Check:
+    allowed: bool
+    reason: str | None
+    limit: int | None
+    used: int
+    remaining: int | None
+    resets_at: datetime
+
+
+def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check:
+    """Would a call of ``quantity`` be admitted now? Consumes nothing."""
+    now = timezone.now()
+    entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+    window = entitlement.window(now)
+    used = ledger.used_in(customer_id=customer_id, primitive=primitive, window=window)
+    quota = entitlement.quota(primitive)
+    limit = quota.limit if quota else None
+    remaining = None if limit is None else max(0, limit - used)
+    reason = None
+    try:
+        admit(entitlement, primitive=primitive, at=now)
+    except CallRefused as refused:
+        reason = refused.code
+    rate = entitlement.rate(primitive)
+    if reason is None and rate is not None and _calls_this_minute(customer_id, primitive) >= rate:
+        reason = RateLimited.code
+    if reason is None and quota and not quota.billed and quantity > (remaining or 0):
+        reason = QuotaExceeded.code
+    return Check(reason is None, reason, limit, used, remaining, window.end)
+
+
+def _calls_this_minute(customer_id: Any, primitive: str) -> int:
+    from ..models import RateCounter
+
+    row = RateCounter.objects.filter(customer_id=customer_id, primitive=primitive).first()
+    if row is None or row.minute != minute_window(timezone.now()).start:
+        return 0
+    return row.calls
+
+
+# --- batches ---------------------------------------------------------------------------
+
+BATCH_LIMIT = 1000
+_PRIMITIVE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+
+
+def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
+    """Record a batch of reported usage (``POST /v1/usage/events``): one result per event,
+    in order. A bad event fails alone with its field errors (``invalid``); the good ones
+    land together. Validated by hand rather than with a serializer per event: this is the
+    bulk path. Reported usage is recorded past the quota (overage), but the kit and the
+    subscription's status apply as they do to a single report."""
+    now = timezone.now()
+    parsed: list[tuple[Any, dict[str, list[str]]]] = [
+        _parse_event(event, now=now) for event in events
+    ]
+    ids = {fields["customer_id"] for fields, errors in parsed if not errors}
+    entitlements = _entitlements_of(ids)
+    items: list[ledger.Item | dict[str, list[str]]] = []
+    for fields, errors in parsed:
+        if errors:
+            items.append(errors)
+            continue
+        entitlement = entitlements.get(fields["customer_id"])
+        if entitlement is None:
+            items.append({"userId": [f"No customer with id {fields['raw_id']!r}."]})
+            continue
+        try:
+            admit(entitlement, primitive=fields["primitive"], at=now)
+        except CallRefused as refused:
+            items.append({"primitive": [f"{refused.code}: {refused.message}"]})
+            continue
+        items.append(
+            ledger.Item(
+                customer_id=fields["customer_id"],
+                primitive=fields["primitive"],
+                quantity=fields["quantity"],
+                occurred_at=fields["at"],
+                window=entitlement.window(fields["at"]),
+                idempotency_key=fields["key"],
+                fingerprint=ledger.fingerprint(
+                    fields["primitive"], fields["quantity"], fields["timestamp"]
+                ),
+            )
+        )
+    good = [item for item in items if isinstance(item, ledger.Item)]
+    outcomes, after = ledger.ingest(good)
+    for (customer_id, primitive, window), used in after.items():
+        added = sum(
+            i.quantity
+            for i, (status, _) in zip(good, outcomes, strict=True)
+            if status == "created"
+            and (i.customer_id, i.primitive, i.window) == (customer_id, primitive, window)
+        )
+        quota = entitlements[customer_id].quota(primitive)
+        if quota is not None:
+            alerts.note(
+                customer_id=customer_id,
+                primitive=primitive,
+                window=window,
+                before=used - added,
+                after=used,
+                limit=quota.limit,
+            )
+    results = []
+    answers = iter(outcomes)
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            results.append({"index": index, "status": "invalid", "errors": item})
+            continue
+        status, event_id = next(answers)
+        result: dict[str, Any] = {"index": index, "status": status, "id": event_id}
+        if status == "conflict":
+            result["errors"] = {"idempotencyKey": ["Used before with a different event."]}
+        results.append(result)
+    return results
+
+
+def _entitlements_of(customer_ids: set[Any]) -> dict[Any, Entitlement]:
+    """One entitlement per customer of the batch that exists, cached ones checked against
+    the database's versions in one query."""
+    from ..models import EntitlementVersion
+
+    Customer = customer_model()
+    existing = set(
+        Customer._default_manager.filter(pk__in=customer_ids).values_list("pk", flat=True)
+    )
+    versions = dict(
+        EntitlementVersion.objects.filter(customer_id__in=existing).values_list(
+            "customer_id", "version"
+        )
+    )
+    found = {}
+    for customer_id in existing:
+        entitlement = entitlement_for(customer_id=customer_id)
+        if entitlement.version != versions.get(customer_id, 0):
+            entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+        found[customer_id] = entitlement
+    return found
+
+
+def _parse_event(event: Any, *, now: datetime) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    if not isinstance(event, dict):
+        return {}, {"event": ["An event is a JSON object."]}
+    errors: dict[str, list[str]] = {}
+    raw_id, primitive = event.get("userId"), event.get("primitive")
+    quantity, key = event.get("quantity", 1), event.get("idempotencyKey") or ""
+    customer_id = parse_customer_id(raw_id)
+    if customer_id is None:
+        errors["userId"] = [_id_error(raw_id)]
+    if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
+        errors["primitive"] = ["A primitive is a slug such as 'seo' or 'email.send'."]
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity < 2**63:
+        errors["quantity"] = ["A quantity is a positive integer below 2^63."]
+    if not isinstance(key, str) or len(key) > 255 or "\x00" in key:
+        errors["idempotencyKey"] = [
+            "An idempotency key is a string of at most 255 characters, without NUL."
+        ]
+    raw_time = event.get("timestamp")
+    at = now
+    if raw_time is not None:
+        try:
+            parsed = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            errors["timestamp"] = ["An ISO 8601 date-time with a time zone."]
+        else:
+            try:
+                at = check_timestamp("timestamp", parsed, now=now)
+            except InvalidInput as error:
+                errors.update(error.fields)
+    fields = {
+        "customer_id": customer_id,
+        "raw_id": raw_id,
+        "primitive": primitive,
+        "quantity": quantity,
+        "key": key,
+        "at": at,
+        "timestamp": raw_time,
+    }
+    return fields, errors
+
+
+_INTEGER_KEYS = {
+    "AutoField",
+    "BigAutoField",
+    "SmallAutoField",
+    "IntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "PositiveIntegerField",
+    "PositiveBigIntegerField",
+    "PositiveSmallIntegerField",
+}
+
+
+def customer_key_is_integer() -> bool:
+    return customer_model()._meta.pk.get_internal_type() in _INTEGER_KEYS
+
+
+def parse_customer_id(value: Any) -> Any:
+    """A customer key from JSON, or None: an integer key takes an integer (not a bool, a
+    float or a string), any other key type a string it can parse."""
+    if customer_key_is_integer():
+        return value if type(value) is int and -(2**63) <= value < 2**63 else None
+    if not isinstance(value, str) or len(value) > 255:
+        return None
+    try:
+        return customer_model()._meta.pk.to_python(value)
+    except Exception:
+        return None
+
+
+def _id_error(value: Any) -> str:
+    if customer_key_is_integer() and isinstance(value, str) and value.strip().isdigit():
+        return f"A customer id is a JSON number here: {value!r} is a string."
+    kind = "an integer" if customer_key_is_integer() else "a string"
+    return f"{value!r} is not a customer id ({kind})."
+
+
+Quantity = int | Callable[[Any], int]

@@ -1,0 +1,108 @@
+"""What belongs to a customer apart from its subscription: its kit, its entitlement's
+version, and the keys that act for it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from rest_framework_api_key.crypto import KeyGenerator
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+from ..conf import customer_model_label
+from .catalog import AccountKit
+
+CUSTOMER_MODEL = customer_model_label()
+
+
+class EntitlementVersion(models.Model):
+    """Raised in the transaction of every change to what a customer may do (subscription,
+    plan, quotas, kit, seats, grants). A reservation checks it in its own statement, so no
+    process admits a call on an entitlement older than the last committed change."""
+
+    customer = models.OneToOneField(
+        CUSTOMER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} v{self.version}"
+
+
+class KitAssignment(models.Model):
+    """The Account Kit of a customer: at most one, set with its subscription or directly."""
+
+    customer = models.OneToOneField(
+        CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="billing_kit"
+    )
+    kit = models.ForeignKey(AccountKit, on_delete=models.PROTECT, related_name="assignments")
+    assigned_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.customer}: {self.kit}"
+
+
+class PrefixedKeyGenerator(KeyGenerator):
+    """Keys look like ``sk_<prefix>.<secret>``: recognisable in logs and by secret scanners."""
+
+    def __init__(self, scheme: str) -> None:
+        super().__init__()
+        self.scheme = scheme
+
+    def generate(self) -> tuple[str, str, str]:
+        prefix = self.get_prefix()
+        key = f"{self.scheme}{prefix}.{self.get_secret_key()}"
+        return key, prefix, self.hash(key)
+
+
+class PrefixedKeyManager(BaseAPIKeyManager):
+    key_generator: PrefixedKeyGenerator
+
+    def get_from_key(self, key: str) -> AbstractAPIKey:
+        scheme = self.key_generator.scheme
+        if not key.startswith(scheme):
+            raise self.model.DoesNotExist("Not a key of this kind.")
+        prefix = key[len(scheme) :].partition(".")[0]
+        api_key = self.get_usable_keys().get(prefix=prefix)
+        if not api_key.is_valid(key) or api_key.has_expired:
+            raise self.model.DoesNotExist("Key is not valid.")
+        return api_key
+
+
+class OperatorKeyManager(PrefixedKeyManager):
+    key_generator = PrefixedKeyGenerator("sk_")
+
+
+class TenantTokenManager(PrefixedKeyManager):
+    key_generator = PrefixedKeyGenerator("tk_")
+
+
+class OperatorKey(AbstractAPIKey):
+    """A secret key of the operator, for the ``/v1/`` API. Stored hashed (SHA-512)."""
+
+    objects = OperatorKeyManager()
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = _("operator key")
+        verbose_name_plural = _("operator keys")
+
+
+class TenantToken(AbstractAPIKey):
+    """A customer's API token, for metered calls and ``/billing/``. Stored hashed. It may
+    name the grantee (a user holding one of the customer's seats) it was issued to."""
+
+    objects = TenantTokenManager()
+    customer = models.ForeignKey(
+        CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="billing_tokens"
+    )
+    grantee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = _("tenant token")
+        verbose_name_plural = _("tenant tokens")

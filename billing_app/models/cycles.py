@@ -1,0 +1,41 @@
+"""Usage records: what each billing period's usage came to, written once it ends."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from .catalog import Plan, TimeStamped
+from .customers import CUSTOMER_MODEL
+from .subscriptions import BillingPeriod
+
+
+class UsageRecord(TimeStamped):
+    """One closed billing period's usage: per primitive the used quantity, the quota and
+    the overage, plus the adjustments for usage that arrived after an earlier period had
+    closed. ``recorded`` when the period ran its course or a plan change ended it,
+    ``final`` when the subscription ended. Written once, never changed. The open period's
+    record (``current``) is not stored: it is read from the events as they are."""
+
+    class Status(models.TextChoices):
+        CURRENT = "current"
+        RECORDED = "recorded"
+        FINAL = "final"
+
+    period = models.OneToOneField(
+        BillingPeriod, on_delete=models.PROTECT, primary_key=True, related_name="record"
+    )
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices)
+    # {primitive: {"used": n, "quota": n | None, "overage": n}}
+    usage = models.JSONField(default=dict, blank=True)
+    # [{"periodId": id, "primitive": p, "used": delta, "overage": delta}]: late usage of
+    # earlier, closed periods, billed with this one.
+    adjustments = models.JSONField(default=list, blank=True)
+    closed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period__start"]
+
+    def __str__(self) -> str:
+        return f"{self.period} ({self.status})"

@@ -1,0 +1,1 @@
+"""Subscriptions, their billing periods and seats: one writer, ``services``."""
