@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import inspect
 import json
 import re
 import typing
@@ -108,7 +109,7 @@ def _fields(td: type) -> dict[str, Any]:
     for klass in reversed(td.__mro__):
         if klass is RequestOptions:
             continue
-        for name, annotation in klass.__dict__.get("__annotations__", {}).items():
+        for name, annotation in inspect.get_annotations(klass).items():
             if name not in RequestOptions.__annotations__:
                 annotations[name] = annotation
     shim = type("shim", (), {"__annotations__": annotations, "__module__": td.__module__})
@@ -250,8 +251,8 @@ def field_annotation(cls: type | None, name: str) -> Any:
     if cls is None:
         return None
     for klass in cls.__mro__:
-        if name in klass.__dict__.get("__annotations__", {}):
-            return klass.__dict__["__annotations__"][name]
+        if name in (own := inspect.get_annotations(klass)):
+            return own[name]
     return None
 
 
@@ -293,9 +294,9 @@ def shape_differences(obj: Any, kind: str) -> list[str]:
 
 
 def _differences(obj: Any, example: Any, where: str) -> list[str]:
-    if isinstance(obj, dict) and isinstance(obj.get("object"), str) and obj["object"] in FIXTURES:
-        if not isinstance(example, dict) or example.get("object") != obj["object"]:
-            example = FIXTURES[obj["object"]]  # an expanded object, or a list's element
+    kind = obj.get("object") if isinstance(obj, dict) else None
+    if kind in FIXTURES and (not isinstance(example, dict) or example.get("object") != kind):
+        example = FIXTURES[kind]  # an expanded object, or a list's element
     if obj is None or example is None or not isinstance(example, (dict, list)):
         return []
     if isinstance(example, list):

@@ -586,3 +586,22 @@ def test_invoice_item_amount_from_quantity_and_decimal_unit_amount(stripe_stub):
     )
     assert (item.amount, item.quantity, str(item.pricing.unit_amount_decimal)) == (2, 4, "0.5")
     assert "unit_amount_decimal" not in item  # under pricing in the current API
+
+
+def test_an_unknown_url_is_404_and_deep_expansion_is_refused(stripe_stub):
+    status, _, body = raw("GET", "/v1/subscriptionz")
+    assert status == 404 and "Unrecognized request URL" in body["error"]["message"]
+
+    customer = stripe_stub.customer()
+    deep = refusal(stripe.Customer.retrieve, customer["id"], expand=["a.b.c.d.e"])
+    assert deep.user_message == "You cannot expand more than 4 levels of a property."
+
+
+def test_a_made_invoice_has_its_own_empty_lines(stripe_stub):
+    customer = stripe_stub.customer()
+    invoice = stripe_stub.make("invoice", customer=customer["id"])
+
+    answer = stripe.Invoice.retrieve(invoice["id"], api_key=KEY)
+
+    assert answer.lines.data == [] and answer.lines.url == f"/v1/invoices/{invoice['id']}/lines"
+    assert shape_differences(answer.to_dict(), "invoice") == []
