@@ -119,6 +119,7 @@ def invoice_items(stripe_stub):
 def test_delivery_sends_the_invoice_item_with_its_idempotency_key(
     metered_plan, tenant, stripe_stub
 ):
+    stripe_stub.customer(id="cus_over")  # Stripe bills only a customer it has
     message = overage_message(tenant)
 
     assert outbox.deliver() == 1
@@ -137,6 +138,7 @@ def test_delivery_sends_the_invoice_item_with_its_idempotency_key(
 def test_an_answer_lost_on_the_way_is_retried_without_billing_twice(
     metered_plan, tenant, stripe_stub
 ):
+    stripe_stub.customer(id="cus_over")  # Stripe bills only a customer it has
     message = overage_message(tenant)
 
     def lose_first_answer(request, status, body):
@@ -160,6 +162,7 @@ def test_an_answer_lost_on_the_way_is_retried_without_billing_twice(
 def test_a_crash_between_stripes_answer_and_our_commit_never_bills_twice(
     metered_plan, tenant, stripe_stub, monkeypatch
 ):
+    stripe_stub.customer(id="cus_over")  # Stripe bills only a customer it has
     message = overage_message(tenant)
     real = outbox._delivered
 
@@ -181,6 +184,7 @@ def test_a_crash_between_stripes_answer_and_our_commit_never_bills_twice(
 
 
 def test_retries_end_in_failed_and_the_admin_can_retry(metered_plan, tenant, stripe_stub):
+    stripe_stub.customer(id="cus_over")  # Stripe bills only a customer it has
     message = overage_message(tenant)
 
     def stripe_is_down(request):
