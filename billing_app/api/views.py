@@ -13,6 +13,7 @@ from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,6 +33,7 @@ from ..subscriptions.licenses import license_check
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .errors import billing_exception_handler
+from .parsers import StrictJSONParser
 from .permissions import IsOperator
 
 
@@ -59,6 +61,7 @@ class BillingAPIView(APIView):
         TenantTokenAuthentication,
         SessionAuthentication,
     ]
+    parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
     schema = AutoSchema()
 
     def get_exception_handler(self) -> Any:
