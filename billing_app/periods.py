@@ -134,7 +134,8 @@ class Cadence:
         return self.months * 30.436875 + self.days
 
 
-_CADENCE = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?")
+# ASCII: to Python, digits of other scripts are digits too (int("\u0661") == 1).
+_CADENCE = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?", re.ASCII)
 MAX_CADENCE_DAYS = 5 * 365.25
 
 
