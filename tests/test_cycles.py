@@ -719,3 +719,53 @@ def test_records_api_is_for_operators(anonymous, customer_token, customer):
     assert anonymous.get(path).status_code == 401
     anonymous.credentials(HTTP_AUTHORIZATION=f"Bearer {customer_token}")
     assert anonymous.get(path).status_code == 403
+
+
+# --- changes heard before the scheduler opened the period they fall in -------------------
+
+
+def lagging(customer, now):
+    """Subscribed at ``start`` with a ten-day period; no scheduler ran since it ended."""
+    start = now - 15 * DAY
+    subscriptions.subscription_set(
+        customer=customer,
+        plan_key="pro",
+        current_period_start=start,
+        current_period_end=start + 10 * DAY,
+        at=start,
+    )
+    (period,) = periods_of(customer)
+    return period.end
+
+
+def test_a_cancellation_before_the_scheduler_ran_ends_the_period_it_falls_in(plan, customer, now):
+    ended = lagging(customer, now)
+    use(customer, 4, ended + DAY)
+
+    subscriptions.subscription_set(customer=customer, plan_key="pro", status="canceled", at=now)
+
+    rows = periods_of(customer)
+    assert_tiled(rows)
+    assert (rows[-1].end, rows[-1].end_reason) == (now, "cancellation")
+    records = closer.records_close(at=now)
+    assert [r.status for r in records][-1] == "final"
+    assert sum(r.usage["seo"]["used"] for r in records) == 4
+
+
+def test_a_plan_change_before_the_scheduler_ran_keeps_the_usage_before_it_on_the_old_plan(
+    plan, customer, now
+):
+    catalog.plan_upsert(key="max", name="Max", quotas={"seo": 1000}, billing_cadence="P1M")
+    ended = lagging(customer, now)
+    use(customer, 12, ended + DAY)  # on pro: 2 over
+
+    subscriptions.subscription_set(customer=customer, plan_key="max", at=now)
+
+    rows = periods_of(customer)
+    assert_tiled(rows)
+    *_, before, after = rows
+    assert (before.plan.key, before.end, before.end_reason) == ("pro", now, "plan_change")
+    assert (after.plan.key, after.start) == ("max", now)
+    records = closer.records_close(at=now)
+    assert records[-1].period == before
+    assert records[-1].usage["seo"] == {"used": 12, "quota": 10, "overage": 2}

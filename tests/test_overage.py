@@ -140,8 +140,10 @@ def test_a_plan_with_a_meter_writes_meter_events(customer):
 # --- delivery through the outbox ------------------------------------------------------------
 
 
-def overage_message(customer):
-    """The one charge of a closed period: 3 seo calls over the quota of 10."""
+def overage_message(customer, stripe_stub):
+    """The one charge of a closed period: 3 seo calls over the quota of 10, for a customer
+    Stripe has."""
+    stripe_stub.customer(id="cus_over")
     start = on_stripe(customer)
     use(customer, 13, start + timedelta(days=6))
     closer.records_close()
@@ -155,7 +157,7 @@ def invoice_items(stripe_stub):
 def test_delivery_sends_the_invoice_item_with_its_idempotency_key(
     metered_plan, customer, stripe_stub
 ):
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
 
     assert outbox.deliver() == 1
     assert outbox.deliver() == 0
@@ -175,7 +177,7 @@ def test_delivery_sends_the_invoice_item_with_its_idempotency_key(
 def test_delivery_claims_under_a_lease_and_sends_outside_any_transaction(
     metered_plan, customer, stripe_stub, monkeypatch
 ):
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
     real = outbox.send
     sends = []
 
@@ -200,7 +202,7 @@ def test_delivery_claims_under_a_lease_and_sends_outside_any_transaction(
 def test_an_answer_lost_on_the_way_is_retried_without_billing_twice(
     metered_plan, customer, stripe_stub
 ):
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
 
     def lose_first_answer(request, status, body):
         if (
@@ -223,7 +225,7 @@ def test_an_answer_lost_on_the_way_is_retried_without_billing_twice(
 def test_a_crash_between_stripes_answer_and_marking_delivered_never_bills_twice(
     metered_plan, customer, stripe_stub, monkeypatch
 ):
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
     real = outbox._delivered
 
     def crash(message, answer):
@@ -250,7 +252,7 @@ def test_a_crash_between_stripes_answer_and_marking_delivered_never_bills_twice(
 def test_failures_back_off_then_end_in_failed_and_the_admin_can_retry(
     metered_plan, customer, stripe_stub
 ):
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
 
     def stripe_is_down(request):
         raise RuntimeError("Stripe is down")
@@ -297,6 +299,7 @@ def test_a_message_that_keeps_failing_never_blocks_the_ones_behind_it(db, stripe
         )
         for n in range(outbox.CLAIM_BATCH + 5)  # more than one claim's worth
     ]
+    stripe_stub.customer(id="cus_fine")
     good = outbox.message_add(
         kind="stripe_invoice_item", key="good", payload={**payload, "customer": "cus_fine"}
     )
@@ -331,7 +334,7 @@ def test_a_plan_with_a_meter_sends_meter_events(customer, stripe_stub):
         overage={"seo": "0"},
         stripe_meter_event="seo_overage",
     )
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
 
     assert outbox.deliver() == 1
 
@@ -352,11 +355,11 @@ def test_a_meter_event_answer_without_an_id_is_delivered_and_keeps_its_identifie
         overage={"seo": "0"},
         stripe_meter_event="seo_overage",
     )
-    message = overage_message(customer)
+    message = overage_message(customer, stripe_stub)
 
     def answer_as_stripe_does(request, status, body):
         if request.path == "/v1/billing/meter_events":
-            body.pop("id")  # Stripe's meter events have an identifier, not an id
+            body.pop("id", None)  # Stripe's meter events have an identifier, not an id
 
     stripe_stub.after = answer_as_stripe_does
     assert outbox.deliver() == 1
@@ -374,6 +377,7 @@ def test_workers_delivering_at_once_send_each_message_once(db, stripe_stub):
     from concurrent.futures import ThreadPoolExecutor
 
     payload = {"currency": "usd", "quantity": 1, "unit_amount_decimal": "1", "customer": "cus_x"}
+    stripe_stub.customer(id="cus_x")
     keys = [f"charge-{n}" for n in range(60)]
     for key in keys:
         outbox.message_add(kind="stripe_invoice_item", key=key, payload=payload)
