@@ -478,6 +478,22 @@ def test_cancel_at_period_end_is_carried_out_by_the_scheduler_at_the_end_not_bef
     assert len(periods_of(customer)) == 1
 
 
+def test_a_scheduler_running_late_ends_it_at_the_period_end_all_the_same(plan, customer, now):
+    subscriptions.subscription_set(customer=customer, plan_key="pro", at=now - 10 * DAY)
+    stripe_calls.subscription_cancel(customer=customer, when="end")
+    end = periods_of(customer)[0].end
+    use(customer, 2, end + DAY)  # after the end: no period's
+
+    assert subscriptions.periods_advance(at=end + 20 * DAY) == []
+    closed = closer.records_close(at=end + 20 * DAY)
+
+    subscription = Subscription.objects.get()
+    assert (subscription.status, subscription.ended_at) == ("canceled", end)
+    (period,) = periods_of(customer)
+    assert (period.end, period.end_reason) == (end, "cancellation")
+    assert [(r.status, r.usage["seo"]["used"]) for r in closed] == [("final", 0)]
+
+
 def test_a_reactivated_subscription_renews_instead(plan, customer, now):
     subscriptions.subscription_set(customer=customer, plan_key="pro", at=now - 10 * DAY)
     stripe_calls.subscription_cancel(customer=customer, when="end")
