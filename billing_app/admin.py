@@ -86,7 +86,7 @@ class _ServiceSaveAdmin(admin.ModelAdmin):
     ) -> Any:
         # The inline formsets saved nothing (the service did), so they have no saved
         # objects to tell of: Django would fail reading them.
-        return super().construct_change_message(request, form, None, add)
+        return super().construct_change_message(request, form, [], add)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Objects are kept by key: renaming the key would make another object.
@@ -252,7 +252,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
     ) -> Any:
         # The formsets of periods and seats saved nothing: Django would fail reading them.
-        return super().construct_change_message(request, form, None, add)
+        return super().construct_change_message(request, form, [], add)
 
     @admin.display(description="usage (as enforced)")
     def usage(self, obj: Subscription) -> str:
