@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils.decorators import method_decorator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
@@ -268,7 +269,8 @@ class Pagination(CursorPagination):
 
 class RecordPagination(Pagination):
     key = "records"
-    ordering = "-period__start"
+    # Cursor pagination orders by a field of the row itself: the period's start, annotated.
+    ordering = "-period_start"
 
 
 class UsageRecordListView(OperatorAPIView):
@@ -284,7 +286,7 @@ class UsageRecordListView(OperatorAPIView):
         paginator = RecordPagination()
         closed = cycles.records_of(
             customer=customer, status=wanted if wanted != "current" else None
-        )
+        ).annotate(period_start=F("period__start"))
         page = list(paginator.paginate_queryset(closed, request, self) or [])
         if wanted == "current":
             page = []

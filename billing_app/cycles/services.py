@@ -42,6 +42,10 @@ def records_close(*, at: datetime | None = None) -> list[UsageRecord]:
                 )
                 if period is None:
                     continue  # another scheduler has it, or has recorded it
+                # The lock can be had just after another scheduler recorded the period and
+                # committed, which the statement above, older than that commit, did not see.
+                if UsageRecord.objects.filter(period_id=pk).exists():
+                    continue
                 closed.append(record_period(period, at=at))
         except Exception as error:
             logger.exception("Could not record billing period %s", pk)
