@@ -562,8 +562,39 @@ def test_late_usage_is_an_adjustment_of_the_next_record_and_billed_with_it(
     assert [r.adjustments for r in records] == [[], [adjustment]] + [[]] * (len(records) - 2)
     assert UsageRecord.objects.values().get(pk=closed.pk) == frozen
     (charge,) = OutboxMessage.objects.filter(kind="stripe_invoice_item")
-    assert charge.key == f"billing-overage-{records[1].pk}-seo"
+    assert charge.key == f"billing-overage-{records[1].pk}-seo-late-{closed.pk}"
     assert (charge.payload["quantity"], charge.payload["customer"]) == (3, "cus_late")
+    assert charge.payload["period"]["start"] == int(start.timestamp())
+
+
+def test_late_overage_is_priced_by_the_plan_of_the_period_it_belongs_to(
+    billed_plan, customer, api, now
+):
+    catalog.plan_upsert(key="flat", name="Flat", quotas={"seo": 1000})  # bills no overage
+    start = now - 20 * DAY
+    subscriptions.subscription_set(
+        customer=customer,
+        plan_key="metered",
+        stripe_customer_id="cus_late",
+        current_period_start=start,
+        current_period_end=start + 10 * DAY,
+        at=now,
+    )
+    use(customer, 10, start + DAY)
+    closer.records_close(at=now)
+    subscriptions.subscription_set(customer=customer, plan_key="flat", at=now)
+    response = api.post(
+        f"/v1/users/{customer.pk}/billing/usage",
+        {"primitive": "seo", "quantity": 4, "timestamp": (start + 2 * DAY).isoformat()},
+        format="json",
+    )
+    assert response.status_code == 201
+
+    subscriptions.periods_advance(at=start + 45 * DAY)
+    closer.records_close(at=start + 45 * DAY)
+
+    (charge,) = OutboxMessage.objects.filter(kind="stripe_invoice_item")
+    assert (charge.payload["quantity"], charge.payload["unit_amount_decimal"]) == (4, "0.5")
 
 
 def test_a_refund_after_the_close_is_a_negative_adjustment(billed_plan, customer, now):

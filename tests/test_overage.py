@@ -93,7 +93,11 @@ def test_closing_writes_one_invoice_item_per_billed_primitive_once(metered_plan,
         "start": int(record.period.start.timestamp()),
         "end": int(record.period.end.timestamp()),
     }
-    assert message.payload["metadata"] == {"billing_record": str(record.pk), "primitive": "seo"}
+    assert message.payload["metadata"] == {
+        "billing_record": str(record.pk),
+        "billing_period": str(record.pk),
+        "primitive": "seo",
+    }
 
 
 def test_no_overage_no_charge(metered_plan, customer):
