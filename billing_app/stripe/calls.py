@@ -23,7 +23,7 @@ from ..exceptions import Conflict, InvalidInput, StripeNotApplied, StripeUnavail
 from ..models import Plan, Problem, Subscription
 from ..problems import problem_record
 from ..subscriptions import services as subscriptions
-from .sync import stripe_id, subscription_apply
+from .sync import plain, stripe_id, subscription_apply
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def plan_change(*, customer: Any, plan_key: str) -> Subscription:
     if not plan.stripe_price_id:
         raise InvalidInput({"plan_key": [f"Plan {plan.key!r} has no Stripe price."]})
     sid = subscription.stripe_subscription_id
-    items = (_call(stripe.Subscription.retrieve, sid).get("items") or {}).get("data") or []
+    items = (plain(_call(stripe.Subscription.retrieve, sid)).get("items") or {}).get("data") or []
     ours = subscription.plan.stripe_price_id
     item = next(
         (i for i in items if stripe_id(i.get("price")) == ours), items[0] if items else None
