@@ -226,11 +226,20 @@ def _periods_match(
             source=source,
         )
         return
-    inside[0].start = min(inside[0].start, start)
-    inside[-1].end = end
-    for row in inside:
+    # A boundary inside the stated period that no plan change made was predicted from
+    # the cadence, and the stated period contradicts it: the rows either side are one.
+    kept = [inside[0]]
+    for row in inside[1:]:
+        if kept[-1].end_reason == EndReason.PLAN_CHANGE or kept[-1].plan_id != row.plan_id:
+            kept.append(row)
+        else:
+            kept[-1].end, kept[-1].end_reason = row.end, row.end_reason
+            row.delete()
+    kept[0].start = min(kept[0].start, start)
+    kept[-1].end = end
+    for row in kept:
         row.source = source
-        row.save(update_fields=["start", "end", "source"])
+        row.save(update_fields=["start", "end", "source", "end_reason"])
 
 
 def _periods_split(subscription: Subscription, at: datetime) -> None:
