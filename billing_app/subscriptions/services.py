@@ -84,6 +84,9 @@ def subscription_set(
     if subscription is None:
         subscription = Subscription(customer=customer)
     ends = not subscription.ended and new_status in ENDED_STATUSES and not starts
+    # First heard of once it had ended (Stripe's events out of order): it still had a
+    # period, and it ended when Stripe says.
+    born_ended = starts and new_status in ENDED_STATUSES
     plan_changed = not starts and subscription.plan_id != plan.pk
 
     if starts:
@@ -100,7 +103,7 @@ def subscription_set(
         subscription.billing_cycle_anchor = billing_cycle_anchor
     if new_status != subscription.status:
         subscription.status_changed_at = at
-    if ends:
+    if ends or born_ended:
         subscription.ended_at = ended_at if ended_at not in (UNSET, None) else at
     if plan_changed and billing_settings.CHANGE_PLAN_USAGE == "reset":
         subscription.usage_reset_at = at
@@ -118,6 +121,10 @@ def subscription_set(
     subscription.save()
 
     if ends:
+        _periods_end(subscription, subscription.ended_at)
+    elif born_ended:
+        if given:
+            _periods_match(subscription, *given, source=source, at=at)
         _periods_end(subscription, subscription.ended_at)
     elif not subscription.ended:
         if given:
