@@ -95,10 +95,10 @@ def portal_create(*, customer: Any, return_url: str) -> str:
     return session["url"]
 
 
-def _apply_answer(customer: Any, answer: Any) -> Subscription:
-    """Apply the subscription Stripe answered with. Whatever fails here, the customer must
-    end on Stripe's state: the subscription is recorded for the next sync."""
-    sid = stripe_id(answer.get("id") if hasattr(answer, "get") else None)
+def _apply_answer(customer: Any, answer: Any, sid: str) -> Subscription:
+    """Apply the subscription ``sid`` as Stripe answered with it. Whatever fails here, the
+    customer must end on Stripe's state: the subscription is recorded for the next sync
+    (by the id we asked about: an answer that fails to apply may not carry it)."""
     try:
         applied = subscription_apply(answer, customer=customer)
     except Exception as error:
@@ -144,7 +144,7 @@ def plan_change(*, customer: Any, plan_key: str) -> Subscription:
         sid,
         items=[{"id": item["id"], "price": plan.stripe_price_id}],
     )
-    return _apply_answer(customer, answer)
+    return _apply_answer(customer, answer, sid)
 
 
 def subscription_cancel(*, customer: Any, when: str = "end") -> Subscription:
@@ -160,7 +160,7 @@ def subscription_cancel(*, customer: Any, when: str = "end") -> Subscription:
         answer = _call(stripe.Subscription.cancel, sid)
     else:
         answer = _call(stripe.Subscription.modify, sid, cancel_at_period_end=True)
-    return _apply_answer(customer, answer)
+    return _apply_answer(customer, answer, sid)
 
 
 def subscription_reactivate(*, customer: Any) -> Subscription:
@@ -172,7 +172,6 @@ def subscription_reactivate(*, customer: Any) -> Subscription:
         return subscriptions.subscription_reactivate_here(customer=customer)
     if not subscription.cancel_at_period_end:
         raise Conflict("The subscription is not set to cancel.")
-    answer = _call(
-        stripe.Subscription.modify, subscription.stripe_subscription_id, cancel_at_period_end=False
-    )
-    return _apply_answer(customer, answer)
+    sid = subscription.stripe_subscription_id
+    answer = _call(stripe.Subscription.modify, sid, cancel_at_period_end=False)
+    return _apply_answer(customer, answer, sid)
