@@ -58,6 +58,18 @@ def customer_client(customer_token):
     return client
 
 
+@pytest.fixture
+def clock(monkeypatch):
+    """The app's clock, frozen at the real time until the test sets it (``clock.set``)."""
+    from django.utils import timezone
+
+    from .utils import Clock
+
+    clock = Clock(timezone.now())
+    monkeypatch.setattr(timezone, "now", clock)
+    return clock
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with no entitlement cached in this process, nor in Django's."""

@@ -23,7 +23,7 @@ from ..exceptions import Conflict, InvalidInput, StripeNotApplied, StripeUnavail
 from ..models import Plan, Problem, Subscription
 from ..problems import problem_record
 from ..subscriptions import services as subscriptions
-from .sync import stripe_id, subscription_apply
+from .sync import plain, stripe_id, subscription_apply
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def portal_create(*, customer: Any, return_url: str) -> str:
     return session["url"]
 
 
-def _apply_answer(customer: Any, answer: Any) -> Subscription:
-    """Apply the subscription Stripe answered with. Whatever fails here, the customer must
-    end on Stripe's state: the subscription is recorded for the next sync."""
-    sid = stripe_id(answer.get("id") if hasattr(answer, "get") else None)
+def _apply_answer(customer: Any, answer: Any, sid: str) -> Subscription:
+    """Apply the subscription ``sid`` as Stripe answered with it. Whatever fails here, the
+    customer must end on Stripe's state: the subscription is recorded for the next sync
+    (by the id we asked about: an answer that fails to apply may not carry it)."""
     try:
         applied = subscription_apply(answer, customer=customer)
     except Exception as error:
@@ -132,7 +132,7 @@ def plan_change(*, customer: Any, plan_key: str) -> Subscription:
     if not plan.stripe_price_id:
         raise InvalidInput({"plan_key": [f"Plan {plan.key!r} has no Stripe price."]})
     sid = subscription.stripe_subscription_id
-    items = (_call(stripe.Subscription.retrieve, sid).get("items") or {}).get("data") or []
+    items = (plain(_call(stripe.Subscription.retrieve, sid)).get("items") or {}).get("data") or []
     ours = subscription.plan.stripe_price_id
     item = next(
         (i for i in items if stripe_id(i.get("price")) == ours), items[0] if items else None
@@ -144,7 +144,7 @@ def plan_change(*, customer: Any, plan_key: str) -> Subscription:
         sid,
         items=[{"id": item["id"], "price": plan.stripe_price_id}],
     )
-    return _apply_answer(customer, answer)
+    return _apply_answer(customer, answer, sid)
 
 
 def subscription_cancel(*, customer: Any, when: str = "end") -> Subscription:
@@ -160,7 +160,7 @@ def subscription_cancel(*, customer: Any, when: str = "end") -> Subscription:
         answer = _call(stripe.Subscription.cancel, sid)
     else:
         answer = _call(stripe.Subscription.modify, sid, cancel_at_period_end=True)
-    return _apply_answer(customer, answer)
+    return _apply_answer(customer, answer, sid)
 
 
 def subscription_reactivate(*, customer: Any) -> Subscription:
@@ -172,7 +172,6 @@ def subscription_reactivate(*, customer: Any) -> Subscription:
         return subscriptions.subscription_reactivate_here(customer=customer)
     if not subscription.cancel_at_period_end:
         raise Conflict("The subscription is not set to cancel.")
-    answer = _call(
-        stripe.Subscription.modify, subscription.stripe_subscription_id, cancel_at_period_end=False
-    )
-    return _apply_answer(customer, answer)
+    sid = subscription.stripe_subscription_id
+    answer = _call(stripe.Subscription.modify, sid, cancel_at_period_end=False)
+    return _apply_answer(customer, answer, sid)

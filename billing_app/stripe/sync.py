@@ -38,13 +38,19 @@ def stripe_id(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def plain(data: Any) -> Any:
+    """A Stripe answer as plain dicts and lists. stripe-python's objects are not dicts:
+    ``stripe_id`` and the item checks would see no price in them."""
+    return data.to_dict() if isinstance(data, stripe.StripeObject) else data
+
+
 def _time(timestamp: Any) -> datetime | None:
     return datetime.fromtimestamp(timestamp, tz=UTC) if isinstance(timestamp, int) else None
 
 
 def retrieve(stripe_subscription_id: str) -> dict[str, Any]:
     try:
-        return stripe.Subscription.retrieve(stripe_subscription_id, api_key=stripe_api_key())
+        return plain(stripe.Subscription.retrieve(stripe_subscription_id, api_key=stripe_api_key()))
     except stripe.StripeError as error:
         logger.warning("Stripe refused to read %s: %s", stripe_subscription_id, error)
         raise StripeUnavailable(f"Stripe could not be read: {type(error).__name__}") from None
@@ -60,7 +66,7 @@ def subscription_sync(
     """Apply Stripe's current state of a subscription to its customer (``data``, when
     given, is a state Stripe has just answered). Answers the customer's subscription, or
     None when it could not be applied (recorded as a Problem)."""
-    data = data if data is not None else retrieve(stripe_subscription_id)
+    data = plain(data) if data is not None else retrieve(stripe_subscription_id)
     for _ in range(CONFIRMATIONS):
         applied = subscription_apply(data, event_id=event_id, customer=customer)
         again = retrieve(stripe_subscription_id)
@@ -95,6 +101,7 @@ def subscription_apply(
     data: dict[str, Any], *, event_id: str = "", customer: Any = None
 ) -> Subscription | None:
     """Apply one state of a Stripe subscription, in one transaction."""
+    data = plain(data)
     sid = data["id"]
     with transaction.atomic():
         customer = customer if customer is not None else customer_of(data)

@@ -88,6 +88,9 @@ def subscription_set(
     if subscription is None:
         subscription = Subscription(customer=customer)
     ends = not subscription.ended and new_status in ENDED_STATUSES and not starts
+    # First heard of once it had ended (Stripe's events out of order): it still had a
+    # period, and it ended when Stripe says.
+    born_ended = starts and new_status in ENDED_STATUSES
     plan_changed = not starts and subscription.plan_id != plan.pk
 
     if starts:
@@ -104,7 +107,7 @@ def subscription_set(
         subscription.billing_cycle_anchor = billing_cycle_anchor
     if new_status != subscription.status:
         subscription.status_changed_at = at
-    if ends:
+    if ends or born_ended:
         subscription.ended_at = ended_at if ended_at not in (UNSET, None) else at
     if plan_changed and billing_settings.CHANGE_PLAN_USAGE == "reset":
         subscription.usage_reset_at = at
@@ -122,6 +125,10 @@ def subscription_set(
     subscription.save()
 
     if ends:
+        _periods_end(subscription, subscription.ended_at)
+    elif born_ended:
+        if given:
+            _periods_match(subscription, *given, source=source, at=at)
         _periods_end(subscription, subscription.ended_at)
     elif not subscription.ended:
         if given:
@@ -230,11 +237,20 @@ def _periods_match(
             source=source,
         )
         return
-    inside[0].start = min(inside[0].start, start)
-    inside[-1].end = end
-    for row in inside:
+    # A boundary inside the stated period that no plan change made was predicted from
+    # the cadence, and the stated period contradicts it: the rows either side are one.
+    kept = [inside[0]]
+    for row in inside[1:]:
+        if kept[-1].end_reason == EndReason.PLAN_CHANGE or kept[-1].plan_id != row.plan_id:
+            kept.append(row)
+        else:
+            kept[-1].end, kept[-1].end_reason = row.end, row.end_reason
+            row.delete()
+    kept[0].start = min(kept[0].start, start)
+    kept[-1].end = end
+    for row in kept:
         row.source = source
-        row.save(update_fields=["start", "end", "source"])
+        row.save(update_fields=["start", "end", "source", "end_reason"])
 
 
 def _periods_split(subscription: Subscription, at: datetime) -> None:
