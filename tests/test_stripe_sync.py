@@ -21,6 +21,7 @@ from django.urls import reverse
 from djstripe.models import Event, WebhookEventTrigger
 from djstripe.models import Subscription as StripeSubscription
 
+from billing_app.conf import customer_is_user
 from billing_app.cycles.services import records_close
 from billing_app.exceptions import QuotaExceeded
 from billing_app.metering.selectors import usage_rollup
@@ -160,9 +161,12 @@ def orders(n):
 def test_every_order_with_duplicates_ends_on_stripes_state(
     client, stripe_stub, plans, customer, stripe_customer
 ):
+    """All 240 orders in one of the suite's four runs (they take minutes); every sixth in
+    the others, which differ in the database and the customer model, not in the orders."""
     sub_id, states, events = lifecycle(stripe_stub, stripe_customer)
+    every = 1 if connection.vendor == "postgresql" and customer_is_user() else 6
     tried = 0
-    for order in orders(len(events)):
+    for order in itertools.islice(orders(len(events)), 0, None, every):
         with transaction.atomic():
             # Stripe sends an event only after its change: when event i arrives, Stripe
             # holds state i or a later one.
@@ -174,7 +178,7 @@ def test_every_order_with_duplicates_ends_on_stripes_state(
                 assert state_of(customer) == expected(states[reached]), order
             transaction.set_rollback(True)
         tried += 1
-    assert tried == 240  # 4 events, each duplicated once: 4 x 5!/2 orders
+    assert tried == 240 // every  # 4 events, each duplicated once: 4 x 5!/2 orders
 
 
 @pytest.mark.postgresql
@@ -633,7 +637,6 @@ def stripe_monthly(stripe_stub, stripe_customer, anchor=ANCHOR, **values):
         price="price_metered",
         start=ts(anchor),
         end=ts(add_months(anchor, 1)),
-        start_date=ts(anchor),
         billing_cycle_anchor=ts(anchor),
         created=ts(anchor),
         **values,

@@ -93,6 +93,7 @@ def test_usage_resets_when_configured(api, plans, customer, settings, clock):
 def test_change_plan_of_a_stripe_subscription_goes_to_stripe_first(
     api, plans, customer, stripe_stub
 ):
+    stripe_stub.price("price_pro")  # Stripe moves an item only to a price it has
     _, sub = subscribe_on_stripe(stripe_stub, customer, price="price_basic")
     item_id = sub["items"]["data"][0]["id"]
 
@@ -108,6 +109,7 @@ def test_change_plan_of_a_stripe_subscription_goes_to_stripe_first(
 def test_change_plan_changes_the_item_on_our_plans_price(api, plans, customer, stripe_stub):
     """A subscription with another item (an add-on) besides the plan's: the plan's item
     is the one whose price changes."""
+    stripe_stub.price("price_pro")  # Stripe moves an item only to a price it has
     _, sub = subscribe_on_stripe(stripe_stub, customer, price="price_basic")
     ours = sub["items"]["data"][0]
     addon = stripe_stub.make(
@@ -174,6 +176,7 @@ def test_change_plan_stripe_error_is_502_with_a_short_message(
 def test_change_accepted_by_stripe_whose_apply_fails_is_202_until_retried(
     api, admin_client, plans, customer, stripe_stub, monkeypatch
 ):
+    stripe_stub.price("price_pro")  # Stripe moves an item only to a price it has
     from django.db import OperationalError
 
     from billing_app.stripe import sync

@@ -258,6 +258,7 @@ CHECKOUT = {
 
 
 def test_checkout_creates_a_subscription_session(me, pro, customer, stripe_stub):
+    stripe_stub.price("price_pro")  # Stripe checks out only a price it has
     response = me.post("/billing/checkout", CHECKOUT, format="json")
 
     assert response.status_code == 200, response.content
@@ -311,6 +312,7 @@ def test_checkout_refuses_a_second_live_stripe_subscription(me, pro, customer, s
 
 def test_checkout_after_an_operator_plan_is_allowed(me, pro, customer, stripe_stub):
     """A subscription no Stripe subscription drives is not a second Stripe one."""
+    stripe_stub.price("price_pro")  # Stripe checks out only a price it has
     subscriptions.subscription_set(customer=customer, plan_key="pro")
     assert me.post("/billing/checkout", CHECKOUT, format="json").status_code == 200
 
@@ -350,6 +352,7 @@ def test_checkout_refuses_an_inactive_plans_price(me, pro, stripe_stub):
 
 
 def test_checkout_hosts_follow_the_setting(me, pro, stripe_stub, settings):
+    stripe_stub.price("price_pro")  # Stripe checks out only a price it has
     settings.BILLING_ALLOWED_REDIRECT_HOSTS = [".example.com"]
     body = {
         **CHECKOUT,
