@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .cycles.services import records_close
+from .metering.partitions import partitions_ensure
 from .outbox.services import deliver
 from .subscriptions.services import periods_advance
 
@@ -16,6 +17,7 @@ from .subscriptions.services import periods_advance
 @shared_task(name="billing_app.close_cycles")
 def close_cycles() -> int:
     """Advance billing periods and record those that have ended; answers how many."""
+    partitions_ensure()
     periods_advance()
     return len(records_close())
 

@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from billing_app.cycles.services import records_close
+from billing_app.metering.partitions import partitions_ensure
 from billing_app.subscriptions.services import periods_advance
 
 
@@ -15,6 +16,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        partitions_ensure()
         failures = periods_advance()
         for pk, error in failures:
             self.stderr.write(f"subscription {pk}: {error}")
