@@ -213,7 +213,7 @@ def _reserve_in_one_statement(request: Request) -> Attempt:
     if request.rate is not None and calls is None:
         return Attempt(Outcome.OVER_RATE, calls=request.rate, used=found or 0)
     if event_id is None:
-        return _refused_by_counter(request, found or 0)
+        return _refused_by_counter(request, found or 0, rate_taken=True)
     return Attempt(Outcome.RESERVED, _reservation(request, event_id, used, in_transaction))
 
 
@@ -254,7 +254,7 @@ def _reserve_in_transaction(request: Request) -> Attempt:
             return Attempt(Outcome.STALE)
         if refused.outcome is Outcome.OVER_RATE:
             return Attempt(Outcome.OVER_RATE, calls=request.rate or 0, used=_used(request))
-        return _refused_by_counter(request, _used(request))
+        return _refused_by_counter(request, _used(request), rate_taken=False)
     return Attempt(Outcome.RESERVED, _reservation(request, event_id, counted[0], in_transaction))
 
 
@@ -273,11 +273,13 @@ def _claim_key(cursor: Any, request: Request, now: datetime) -> bool:
     return cursor.fetchone() is not None
 
 
-def _refused_by_counter(request: Request, used: int) -> Attempt:
+def _refused_by_counter(request: Request, used: int, *, rate_taken: bool) -> Attempt:
+    """``rate_taken``: the refusal left the rate's slot taken (the one statement commits
+    it); a rolled back transaction has given it back already."""
+    if rate_taken and request.rate is not None:
+        _rate_give_back(request)
     if request.limit is None:
         raise _overflow()  # an unlimited counter refuses only when it would overflow
-    if request.rate is not None:
-        _rate_give_back(request)
     return Attempt(Outcome.OVER_QUOTA, used=used)
 
 
