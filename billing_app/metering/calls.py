@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ..customers.resolvers import resolve_customer
@@ -30,17 +30,26 @@ class MeteredCall:
     def finish(self, *, succeeded: bool, raised: bool = False) -> None:
         """Keep the usage of a call that succeeded; refund one that failed. Once.
 
-        A reservation made inside the request's transaction (``ATOMIC_REQUESTS``) is
-        undone by that transaction's rollback when the view raised or DRF marked it for
-        rollback; refunding then would query a transaction that is going away."""
+        A reservation made inside a transaction marked for rollback (DRF marks the
+        ``ATOMIC_REQUESTS`` one on an error answer) is undone by that rollback; refunding
+        would query a transaction that is going away. Otherwise a failed call is refunded
+        even when the view raised: the transaction the reservation was made in may be an
+        outer one that the exception never reaches (a test's, a middleware's), and when
+        the exception does roll it back, the refund goes with it."""
         if self.settled:
             return
         self.settled = True
         if succeeded:
             return
-        if self.reservation.in_transaction and (raised or connection.needs_rollback):
+        if self.reservation.in_transaction and connection.needs_rollback:
             return
-        usage_refund(reservation=self.reservation)
+        try:
+            usage_refund(reservation=self.reservation)
+        except DatabaseError:
+            if not (raised and self.reservation.in_transaction):
+                raise
+            # The view's error left the transaction unusable: only its rollback can
+            # follow, and that undoes the reservation.
 
     def headers(self) -> dict[str, str]:
         reservation = self.reservation
