@@ -84,10 +84,15 @@ class ReportView(MeteredMixin, DRFView):
 
 
 class PagesView(MeteredMixin, DRFView):
-    """The quantity is a callable of the request, assigned as the docstring shows."""
+    """The quantity is a callable of the request, assigned as the docstring shows. Every
+    method is metered, GET too (so HEAD, answered by ``get``, would be if it were not
+    left out)."""
 
     metered = "seo"
     metered_quantity = pages_of
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
 
     def post(self, request: Request) -> Response:
         return Response({"ok": True})
