@@ -487,6 +487,54 @@ def test_a_metered_view_without_the_middleware_fails_loudly(customer, client):
     assert UsageEvent.objects.count() == 0
 
 
+# ... under ATOMIC_REQUESTS too
+
+
+@pytest.fixture
+def atomic_requests(monkeypatch):
+    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
+    Overriding the ``DATABASES`` setting would not reach the connection that exists
+    already; the views below answer ``"atomic": true`` to show that this does."""
+    from django.db import connections
+
+    for each in connections.all():
+        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
+
+
+FAILURES = [("status", 503), ("validation", 400), ("not_found", 404), ("exception", 500)]
+
+
+@pytest.mark.parametrize(
+    "transactional",
+    [
+        pytest.param(True, marks=pytest.mark.django_db(transaction=True), id="own-transaction"),
+        # The request's transaction is then a savepoint in one the exception never reaches.
+        pytest.param(False, id="inside-an-outer-transaction"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/test/seo-answer/", "/test/reports/"], ids=["metered", "drf"])
+@pytest.mark.parametrize(("fail", "status"), FAILURES)
+def test_under_atomic_requests_a_failed_call_costs_nothing(
+    atomic_requests, customer, customer_token, transactional, path, fail, status
+):
+    subscribe(customer, quotas={"seo": 1})
+    client = bearer(customer_token)
+    client.raise_request_exception = False
+
+    response = post(client, path, {"fail": fail})
+
+    assert response.status_code == status, response.content  # a 4xx stays a 4xx
+    assert not UsageEvent.objects.exists()
+    assert set(counters_of(customer).values()) <= {0}
+    # The one unit of quota is still there, and a call that succeeds is recorded.
+    succeeded = post(client, path)
+    assert succeeded.status_code == 200
+    assert succeeded.json()["atomic"] is True
+    assert events_of(customer) == 1
+    assert_refused(post(client, path), 429, "rate_limited")
+    assert events_of(customer) == 1
+
+
 # OPTIONS and HEAD do no work of their own: they are not metered.
 
 
