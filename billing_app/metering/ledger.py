@@ -9,9 +9,10 @@ A reservation admits a call only when, in one decision taken by the database:
 
 and then raises the counters and writes the event. On PostgreSQL an unkeyed reservation
 (every metered call) is one statement in autocommit, its parts chained by data-modifying
-CTEs: one round trip, no transaction to open or close. A keyed one, and every one on
-SQLite (which has no data-modifying CTEs; it runs in process, so statements cost no round
-trip), runs the same conditional statements in a short transaction instead.
+CTEs: one round trip, no transaction to open or close. A keyed one, one under both a rate
+and a quota, and every one on SQLite (which has no data-modifying CTEs; it runs in process,
+so statements cost no round trip), runs the same conditional statements in a short
+transaction instead.
 
 Counters always equal the sum of their window's events: both change in the same statement
 or transaction, including the refund of a failed call.
@@ -102,7 +103,12 @@ def fingerprint(*parts: Any) -> str:
 def reserve(request: Request) -> Attempt:
     """Admit and record one use, or say why not. Never raises for a refusal; every
     outcome but STALE was decided against the entitlement version the caller holds."""
-    if connection.vendor == "postgresql" and not request.idempotency_key:
+    # Under both a rate and a quota the rate's slot is taken before the quota decides. In
+    # one autocommitted statement a quota refusal would hold that slot until it is given
+    # back, refusing concurrent calls the rate had room for; in a transaction the refusal
+    # rolls it back while those calls wait on the row.
+    both = request.rate is not None and request.limit is not None
+    if connection.vendor == "postgresql" and not request.idempotency_key and not both:
         return _reserve_in_one_statement(request)
     return _reserve_in_transaction(request)
 
