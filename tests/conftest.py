@@ -62,6 +62,8 @@ def customer_client(customer_token):
 def rate_minute(monkeypatch):
     """Pins the clock minute that kits' per-minute rates count in, so that no minute
     boundary falls inside a test; ``rate_minute.advance()`` starts the next one."""
+    import math
+
     from django.utils import timezone
 
     from billing_app.metering import ledger
@@ -76,6 +78,9 @@ def rate_minute(monkeypatch):
 
         def advance(self):
             self.start += MINUTE
+
+        def seconds_left(self):
+            return math.ceil((self.start + MINUTE - timezone.now()).total_seconds())
 
     minute = Minute()
     monkeypatch.setattr(ledger, "minute_window", minute.window)
