@@ -362,12 +362,13 @@ def _parse_event(event: Any, *, now: datetime) -> tuple[dict[str, Any], dict[str
     raw_time = event.get("timestamp")
     at = now
     if raw_time is not None:
+        why = "An ISO 8601 date-time with a time zone."
         try:
             parsed = parse_datetime(raw_time) if isinstance(raw_time, str) else None
-        except ValueError:
-            parsed = None
+        except ValueError as error:  # the shape of a date-time, but no such instant: say why
+            parsed, why = None, f"Not a date-time: {str(error).rstrip('.')}."
         if parsed is None or parsed.tzinfo is None:
-            errors["timestamp"] = ["An ISO 8601 date-time with a time zone."]
+            errors["timestamp"] = [why]
         else:
             try:
                 at = check_timestamp("timestamp", parsed, now=now)
