@@ -154,7 +154,7 @@ def test_an_operator_key_acts_for_the_customer_it_names(operator_key, customer, 
         pytest.param(
             lambda op, tk, other: {
                 "Authorization": f"Bearer {op}",
-                "X-Billing-Customer": absent_customer_id(),
+                "X-Billing-Customer": str(absent_customer_id()),
             },
             404,
             id="unknown-customer",

@@ -62,9 +62,9 @@ def used_now(customer: Any, primitive: str = "seo") -> int:
     return usage_rollup(customer_id=customer.pk).usage.get(primitive, 0)
 
 
-def absent_customer_id() -> str:
-    """A well-formed id of the customer model that names no customer."""
-    return str(10**12) if customer_key_is_integer() else str(uuid.uuid4())
+def absent_customer_id() -> Any:
+    """A well-formed key of the customer model (an int or a UUID) that names no customer."""
+    return 10**12 if customer_key_is_integer() else uuid.uuid4()
 
 
 def session_client(customer: Any) -> Client:
