@@ -14,7 +14,7 @@ from django.utils import timezone
 from ..customers.resolvers import resolve_customer
 from ..exceptions import CallRefused, InvalidInput
 from .ledger import Reservation
-from .services import usage_refund, usage_reserve
+from .services import usage_alert, usage_refund, usage_reserve
 
 Quantity = int | Callable[[Any], int]
 # Methods that do no work of their own: a preflight or a HEAD costs nothing.
@@ -28,7 +28,8 @@ class MeteredCall:
     settled: bool = False
 
     def finish(self, *, succeeded: bool, raised: bool = False) -> None:
-        """Keep the usage of a call that succeeded; refund one that failed. Once.
+        """Keep the usage of a call that succeeded (and send the alerts it crossed);
+        refund one that failed. Once.
 
         A reservation made inside a transaction marked for rollback (DRF marks the
         ``ATOMIC_REQUESTS`` one on an error answer) is undone by that rollback; refunding
@@ -40,6 +41,7 @@ class MeteredCall:
             return
         self.settled = True
         if succeeded:
+            usage_alert(reservation=self.reservation)
             return
         if self.reservation.in_transaction and connection.needs_rollback:
             return
@@ -83,7 +85,10 @@ def call_start(request: Any, *, primitive: str, quantity: Quantity = 1) -> Meter
         raise InvalidInput(
             {"quantity": [f"A quantity is a positive integer below 2^63, not {amount!r}."]}
         )
-    reservation = usage_reserve(customer_id=customer.pk, primitive=primitive, quantity=amount)
+    # The alerts wait for the view: a failed call's usage is refunded, it crosses nothing.
+    reservation = usage_reserve(
+        customer_id=customer.pk, primitive=primitive, quantity=amount, alert=False
+    )
     return MeteredCall(primitive=primitive, reservation=reservation)
 
 
