@@ -21,7 +21,7 @@ from billing_app.subscriptions import services as subscriptions
 from billing_app.testutils import subscribe
 
 from .factories import CustomerFactory
-from .utils import bearer, in_parallel
+from .utils import bearer, in_parallel, post_json
 
 
 @pytest.fixture
@@ -88,6 +88,34 @@ def test_each_customer_and_window_has_its_own_alerts(
 
     assert sorted(c[2] for c in crossings if c[0] == customer.pk) == [0.8, 1.0]
     assert sorted(c[2] for c in crossings if c[0] == other.pk) == [0.8, 1.0]
+
+
+@pytest.mark.parametrize(
+    "transactional",
+    [
+        pytest.param(True, marks=pytest.mark.django_db(transaction=True), id="autocommit"),
+        pytest.param(False, marks=pytest.mark.django_db, id="in-a-transaction"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/test/seo-answer/", "/test/reports/"], ids=["metered", "drf"])
+def test_a_failed_call_crosses_nothing_and_the_call_that_does_alerts(
+    crossings, customer, customer_token, django_capture_on_commit_callbacks, transactional, path
+):
+    """A failed call's usage is refunded: alerting on it would tell of usage that never
+    happened, and leave the threshold claimed when it really is crossed."""
+    subscribe(customer, quotas={"seo": 1})
+    client = bearer(customer_token)
+    client.raise_request_exception = False
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_json(client, path, {"fail": "status"}).status_code == 503
+        assert post_json(client, path, {"fail": "exception"}).status_code == 500
+    assert crossings == []
+    assert not UsageAlert.objects.exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_json(client, path).status_code == 200
+    assert crossings == [(customer.pk, "seo", 0.8, 1, 1), (customer.pk, "seo", 1.0, 1, 1)]
 
 
 @pytest.mark.postgresql
