@@ -21,8 +21,8 @@ from rest_framework.test import APIClient
 
 from billing_app import entitlements
 from billing_app.catalog import services as catalog
+from billing_app.conf import customer_id_json
 from billing_app.customers import services as customers
-from billing_app.entitlements import entitlement_for
 from billing_app.exceptions import BillingImproperlyConfigured
 from billing_app.metering import services as metering
 from billing_app.models import (
@@ -52,6 +52,7 @@ from .utils import (
     ratelimit_field,
     session_client,
     used_now,
+    window_now,
 )
 
 pytestmark = pytest.mark.django_db
@@ -63,11 +64,6 @@ INACTIVE = ["canceled", "unpaid", "incomplete", "incomplete_expired", "paused"]
 
 def post(client: Client, path: str = SEO, body: dict | None = None):
     return post_json(client, path, body)
-
-
-def window_now(customer):
-    """The customer's current quota window, as enforcement computes it."""
-    return entitlement_for(customer_id=customer.pk, fresh=True).window(timezone.now())
 
 
 def assert_refused(response, status: int, error: str, primitive: str = "seo") -> dict:
@@ -651,7 +647,8 @@ def test_drf_rate_limit_answers_retry_after(rate_minute, customer, drf_client, r
 
 
 @pytest.mark.parametrize(
-    ("fail", "status"), [("status", 503), ("validation", 400), ("exception", 500)]
+    ("fail", "status"),
+    [("status", 503), ("validation", 400), ("not_found", 404), ("exception", 500)],
 )
 def test_drf_a_failed_call_costs_nothing(customer, drf_client, fail, status):
     subscribe(customer, quotas={"seo": 1})
@@ -890,7 +887,7 @@ def test_a_failing_cache_on_the_usage_api(broken_cache, api, customer):
     statuses = [api.post(url, {"primitive": "seo"}, format="json").status_code for _ in range(4)]
     batch = api.post(
         "/v1/usage/events",
-        {"events": [{"userId": _json_id(customer), "primitive": "seo"}]},
+        {"events": [{"userId": customer_id_json(customer.pk), "primitive": "seo"}]},
         format="json",
     )
 
@@ -898,12 +895,6 @@ def test_a_failing_cache_on_the_usage_api(broken_cache, api, customer):
     assert batch.status_code == 200
     assert batch.json()["results"][0]["status"] == "created"  # reported usage: overage
     assert used_now(customer) == 4
-
-
-def _json_id(customer):
-    from billing_app.conf import customer_id_json
-
-    return customer_id_json(customer.pk)
 
 
 # Windows

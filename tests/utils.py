@@ -13,11 +13,14 @@ from typing import Any
 from django.core.cache.backends.base import BaseCache
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from billing_app.conf import customer_is_user
+from billing_app.entitlements import entitlement_for
 from billing_app.metering.selectors import usage_rollup
 from billing_app.metering.services import customer_key_is_integer
 from billing_app.models import UsageCounter, UsageEvent
+from billing_app.periods import Window
 
 from .factories import UserFactory
 
@@ -55,6 +58,11 @@ def counters_of(customer: Any) -> dict[tuple[str, datetime], int]:
     """Every counter row of ``customer``: (primitive, window start) -> used."""
     rows = UsageCounter.objects.filter(customer_id=customer.pk)
     return {(c.primitive, c.window_start): c.used for c in rows}
+
+
+def window_now(customer: Any) -> Window:
+    """The customer's current quota window, as enforcement computes it."""
+    return entitlement_for(customer_id=customer.pk, fresh=True).window(timezone.now())
 
 
 def used_now(customer: Any, primitive: str = "seo") -> int:

@@ -12,14 +12,13 @@ from rest_framework.test import APIClient
 
 from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
-from billing_app.entitlements import entitlement_for
 from billing_app.metering import services as metering
 from billing_app.models import IdempotencyKey, UsageCounter, UsageEvent
 from billing_app.periods import window_for
 from billing_app.testutils import subscribe
 
 from ..factories import CustomerFactory
-from ..utils import absent_customer_id, bearer, in_parallel, iso
+from ..utils import absent_customer_id, bearer, in_parallel, iso, window_now
 
 pytestmark = pytest.mark.django_db
 
@@ -63,11 +62,6 @@ def counter(customer, window, primitive: str = "seo") -> int:
         customer_id=customer.pk, primitive=primitive, window_start=window.start
     ).first()
     return row.used if row else 0
-
-
-def window_now(customer):
-    """The customer's current quota window, as enforcement computes it."""
-    return entitlement_for(customer_id=customer.pk, fresh=True).window(timezone.now())
 
 
 # POST /v1/users/<id>/billing/usage
