@@ -81,6 +81,13 @@ class _ServiceSaveAdmin(admin.ModelAdmin):
     def save_with_service(self, obj: Any, formsets: list[Any]) -> Any:
         raise NotImplementedError
 
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> Any:
+        # The inline formsets saved nothing (the service did), so they have no saved
+        # objects to tell of: Django would fail reading them.
+        return super().construct_change_message(request, form, [], add)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Objects are kept by key: renaming the key would make another object.
         readonly = list(super().get_readonly_fields(request, obj))
@@ -240,6 +247,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         pass  # periods and seats are shown, not edited here
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> Any:
+        # The formsets of periods and seats saved nothing: Django would fail reading them.
+        return super().construct_change_message(request, form, [], add)
 
     @admin.display(description="usage (as enforced)")
     def usage(self, obj: Subscription) -> str:

@@ -51,6 +51,10 @@ def _nth_start(period: str, anchor: datetime, n: int) -> datetime:
 def anchored_window(period: str, anchor: datetime, instant: datetime) -> Window:
     """The anniversary window of ``anchor`` that contains ``instant``."""
     _check(period)
+    # Anniversaries of the instant the anchor is, counted in UTC as Stripe counts them:
+    # wall-clock arithmetic in the zone it happens to be written in moves them by an hour
+    # across a clock change.
+    anchor = anchor.astimezone(UTC)
     if period in _DAYS:
         n = (instant - anchor) // timedelta(days=_DAYS[period])
     else:
@@ -130,7 +134,8 @@ class Cadence:
         return self.months * 30.436875 + self.days
 
 
-_CADENCE = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?")
+# ASCII: to Python, digits of other scripts are digits too (int("\u0661") == 1).
+_CADENCE = re.compile(r"P(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?", re.ASCII)
 MAX_CADENCE_DAYS = 5 * 365.25
 
 
@@ -162,6 +167,7 @@ def validate_cadence(value: object) -> None:
 def cycle_window(cadence: str | Cadence, anchor: datetime, instant: datetime) -> Window:
     """The billing cycle containing ``instant``: every ``cadence`` from ``anchor``."""
     step = parse_cadence(cadence) if isinstance(cadence, str) else cadence
+    anchor = anchor.astimezone(UTC)  # as anchored_window counts
     n = int((instant - anchor) / timedelta(days=step.approximate_days))
     while step.nth(anchor, n) > instant:
         n -= 1

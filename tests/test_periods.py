@@ -1,19 +1,26 @@
-"""Property tests of the quota windows: pure functions of (period, anchor, instant)."""
+"""Property tests of quota windows and billing cycles: pure functions of (period or
+cadence, anchor, instant); and of what a billing cadence may be."""
 
 import calendar
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.exceptions import ValidationError
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from billing_app.periods import (
     PERIODS,
+    Cadence,
     Window,
     add_months,
     anchored_window,
     calendar_window,
+    cycle_window,
+    parse_cadence,
+    validate_cadence,
     window_for,
 )
 
@@ -296,3 +303,220 @@ def test_window_for_uses_the_anchor_when_given():
 def test_an_unknown_period_is_refused(anchor):
     with pytest.raises(ValueError, match="fortnight"):
         window_for("fortnight", datetime(2024, 1, 1, tzinfo=UTC), anchor=anchor)
+
+
+# Anchors on month ends and around clock changes
+
+
+@st.composite
+def month_end_anchors(draw: st.DrawFn) -> datetime:
+    """An anchor on the 28th to the last day of its month, at any time of day."""
+    year, month = draw(st.integers(2000, 2090)), draw(st.integers(1, 12))
+    day = draw(st.integers(28, calendar.monthrange(year, month)[1]))
+    return datetime.combine(date(year, month, day), draw(st.times()), tzinfo=UTC)
+
+
+DST_ZONES = ["America/New_York", "Europe/Paris", "Australia/Lord_Howe", "America/Santiago"]
+
+
+@st.composite
+def zoned_anchors(draw: st.DrawFn) -> datetime:
+    """An anchor written in a zone with clock changes, near one of them (the weeks around
+    the changes of March/April and September to November, north and south)."""
+    zone = ZoneInfo(draw(st.sampled_from(DST_ZONES)))
+    year, month = draw(st.integers(2000, 2090)), draw(st.sampled_from([3, 4, 9, 10, 11]))
+    day = draw(st.integers(1, calendar.monthrange(year, month)[1]))
+    local = datetime.combine(date(year, month, day), draw(st.times()))
+    return local.replace(tzinfo=zone, fold=draw(st.integers(0, 1)))
+
+
+awkward_anchors = st.one_of(month_end_anchors(), zoned_anchors())
+cadence_texts = st.sampled_from(["P1M", "P3M", "P1Y", "P14D"])
+# A quota period and the cadences that are whole multiples of it: their renewals fall on
+# window boundaries.
+ALIGNED = {"day": ["P14D"], "week": ["P14D"], "month": ["P1M", "P3M", "P1Y"], "year": ["P1Y"]}
+
+
+def later(anchor: datetime, data: st.DataObject) -> datetime:
+    """An instant from the anchor to about ten years after it."""
+    return anchor.astimezone(UTC) + data.draw(
+        st.timedeltas(timedelta(0), timedelta(days=3660)), label="after the anchor"
+    )
+
+
+@properties
+@given(anchor=month_end_anchors(), data=st.data())
+def test_month_end_anchors_never_drift(anchor, data):
+    # Every window starts on the anchor's day, clamped to its month, however many short
+    # months came before: Jan 31, Feb 28, Mar 31, not Mar 28.
+    instant = later(anchor, data)
+    for period, months in (("month", 1), ("year", 12)):
+        w = anchored_window(period, anchor, instant)
+        for edge in (w.start, w.end):
+            assert edge.day == min(anchor.day, calendar.monthrange(edge.year, edge.month)[1])
+            assert edge.time() == anchor.time()
+        steps = (w.start.year - anchor.year) * 12 + w.start.month - anchor.month
+        assert steps % months == 0
+        assert w.start == add_months(anchor, steps)
+
+
+@properties
+@given(period=periods, anchor=awkward_anchors, data=st.data())
+def test_windows_of_an_anchor_are_those_of_the_instant_it_is(period, anchor, data):
+    # The anchor's time zone is how it was written, not when it was: the windows are
+    # the same as from the same instant in UTC, and in UTC.
+    instant = later(anchor, data)
+    w = anchored_window(period, anchor, instant)
+    assert w == anchored_window(period, anchor.astimezone(UTC), instant)
+    assert w.start.utcoffset() == w.end.utcoffset() == timedelta(0)
+    assert instant in w
+
+
+@properties
+@given(period=periods, cadence=cadence_texts, anchor=awkward_anchors, data=st.data())
+def test_windows_never_move_across_a_renewal(period, cadence, anchor, data):
+    instant = later(anchor, data)
+    renewal = cycle_window(cadence, anchor, instant).end
+    before = window_for(period, renewal - MICROSECOND, anchor=anchor)
+    at = window_for(period, renewal, anchor=anchor)
+    # A window running across the renewal goes on; only its own end starts another.
+    assert at == before or (at.start == renewal == before.end)
+    if before.end > renewal:
+        assert at == before
+        assert window_for(period, before.end - MICROSECOND, anchor=anchor) == before
+    if cadence in ALIGNED[period]:
+        assert at.start == renewal == before.end
+
+
+@properties
+@given(cadence=cadence_texts, anchor=awkward_anchors, data=st.data())
+def test_quota_windows_and_cycles_of_the_same_length_coincide(cadence, anchor, data):
+    period = {"P1M": "month", "P1Y": "year"}.get(cadence)
+    assume(period is not None)
+    instant = later(anchor, data)
+    assert window_for(period, instant, anchor=anchor) == cycle_window(cadence, anchor, instant)
+
+
+# Billing cycles: every cadence from the anchor
+
+
+cadences = st.sampled_from(["P1D", "P7D", "P14D", "P2W", "P1M", "P3M", "P1Y", "P1Y2M", "P5Y"])
+all_anchors = st.one_of(instants, awkward_anchors)
+
+
+@properties
+@given(cadence=cadences, anchor=all_anchors, data=st.data())
+def test_every_instant_is_in_exactly_its_cycle(cadence, anchor, data):
+    instant = data.draw(instants, label="instant")
+    cycle = cycle_window(cadence, anchor, instant)
+    assert cycle.start <= instant < cycle.end
+    assert cycle.start.utcoffset() == cycle.end.utcoffset() == timedelta(0)
+    assert cycle == cycle_window(cadence, anchor.astimezone(UTC), instant)
+    # Cycles tile time: the next one starts where this one ends, the previous ends here.
+    assert cycle_window(cadence, anchor, cycle.end).start == cycle.end
+    assert cycle_window(cadence, anchor, cycle.start - MICROSECOND).end == cycle.start
+    for other in (cycle.start, cycle.end - MICROSECOND, instant_in(data, cycle)):
+        assert cycle_window(cadence, anchor, other) == cycle
+
+
+@properties
+@given(cadence=cadence_texts, anchor=awkward_anchors)
+def test_cycles_walked_from_the_anchor_are_its_anniversaries(cadence, anchor):
+    step = parse_cadence(cadence)
+    start = anchor.astimezone(UTC)
+    cycle = cycle_window(cadence, anchor, start)
+    assert cycle.start == start
+    for n in range(1, 25):
+        cycle = cycle_window(cadence, anchor, cycle.end)
+        assert cycle.start == step.nth(start, n)
+
+
+@pytest.mark.parametrize("day", [29, 30, 31])
+def test_monthly_cycles_anchored_late_in_the_month_come_back(day):
+    anchor = datetime(2027, 1, day, tzinfo=UTC)
+    february = cycle_window("P1M", anchor, datetime(2027, 2, 28, 12, tzinfo=UTC))
+    march = cycle_window("P1M", anchor, datetime(2027, 3, 31, 12, tzinfo=UTC))
+    assert february.start == datetime(2027, 2, 28, tzinfo=UTC)  # no Feb 29-31 in 2027
+    assert february.end == march.start == datetime(2027, 3, day, tzinfo=UTC)
+
+
+# Billing cadences: ISO 8601 durations of whole years, months, weeks and days
+
+
+@given(
+    years=st.integers(0, 5),
+    months=st.integers(0, 60),
+    weeks=st.integers(0, 260),
+    days=st.integers(0, 1826),
+    shown=st.lists(st.booleans(), min_size=4, max_size=4),
+)
+def test_a_duration_of_one_day_to_five_years_is_a_cadence(years, months, weeks, days, shown):
+    parts = [(years, "Y"), (months, "M"), (weeks, "W"), (days, "D")]
+    text = "P" + "".join(
+        f"{n}{unit}" for (n, unit), show in zip(parts, shown, strict=True) if n or show
+    )
+    total = (years * 12 + months) * 30.436875 + weeks * 7 + days
+    assume(text != "P" and 1 <= total <= 5 * 365.25)
+    assert parse_cadence(text) == Cadence(months=years * 12 + months, days=weeks * 7 + days)
+
+
+STRICT_CADENCE = re.compile(r"P(?:[0-9]+Y)?(?:[0-9]+M)?(?:[0-9]+W)?(?:[0-9]+D)?", re.ASCII)
+cadence_like = st.text(
+    # Digits of other scripts, superscripts and fullwidth digits are digits to Python.
+    alphabet=st.sampled_from(
+        [*"PYMWDT0123456789.,-+ \n", "\u0661", "\u0663", "\u00b2", "\uff10", "p"]
+    ),
+    max_size=10,
+)
+
+
+@given(value=st.one_of(cadence_like, st.text(max_size=10)))
+def test_only_iso_durations_of_whole_units_are_cadences(value):
+    try:
+        cadence = parse_cadence(value)
+    except ValueError:
+        return
+    assert STRICT_CADENCE.fullmatch(value) and value != "P"
+    assert 1 <= cadence.approximate_days <= 5 * 365.25
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "P",
+        "P0D",
+        "P0Y0M0W0D",
+        "1M",
+        "p1m",
+        "P1m",
+        "P-1M",
+        "-P1M",
+        "P1.5M",
+        "P1,5M",
+        "PT1H",
+        "P1MT1H",
+        "P1DT12H",
+        "P1M1Y",
+        "P1M ",
+        " P1M",
+        "P1M\n",
+        "P\u0661M",  # ARABIC-INDIC DIGIT ONE
+        "P\uff11M",  # FULLWIDTH DIGIT ONE
+        "P6Y",
+        "P61M",
+        "P261W",
+        "P1827D",
+        "P00001M",
+        None,
+        1,
+        30.0,
+        b"P1M",
+        ["P1M"],
+    ],
+)
+def test_what_is_not_a_cadence_is_refused(value):
+    with pytest.raises(ValueError):
+        parse_cadence(value)
+    with pytest.raises(ValidationError):
+        validate_cadence(value)

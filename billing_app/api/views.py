@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils.decorators import method_decorator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
@@ -13,6 +14,7 @@ from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,6 +34,7 @@ from ..subscriptions.licenses import license_check
 from . import serializers as s
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .errors import billing_exception_handler
+from .parsers import StrictJSONParser
 from .permissions import IsOperator
 
 
@@ -59,6 +62,7 @@ class BillingAPIView(APIView):
         TenantTokenAuthentication,
         SessionAuthentication,
     ]
+    parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
     schema = AutoSchema()
 
     def get_exception_handler(self) -> Any:
@@ -265,7 +269,8 @@ class Pagination(CursorPagination):
 
 class RecordPagination(Pagination):
     key = "records"
-    ordering = "-period__start"
+    # Cursor pagination orders by a field of the row itself: the period's start, annotated.
+    ordering = "-period_start"
 
 
 class UsageRecordListView(OperatorAPIView):
@@ -281,7 +286,7 @@ class UsageRecordListView(OperatorAPIView):
         paginator = RecordPagination()
         closed = cycles.records_of(
             customer=customer, status=wanted if wanted != "current" else None
-        )
+        ).annotate(period_start=F("period__start"))
         page = list(paginator.paginate_queryset(closed, request, self) or [])
         if wanted == "current":
             page = []

@@ -6,7 +6,7 @@ transaction. A record never changes."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..conf import customer_id_json
-from ..models import BillingPeriod, OutboxMessage, Problem, Subscription, UsageRecord
+from ..models import BillingPeriod, OutboxMessage, Plan, Problem, Subscription, UsageRecord
 from ..outbox.services import message_add, webhook_add
 from ..problems import problem_clear, problem_record
 from .selectors import late_adjustments, period_usage
@@ -22,6 +22,8 @@ from .selectors import late_adjustments, period_usage
 logger = logging.getLogger(__name__)
 
 Status = UsageRecord.Status
+# Stripe refuses meter events older than 35 days; a little margin for the delivery.
+METER_EVENT_MAX_AGE = timedelta(days=34)
 
 
 def records_close(*, at: datetime | None = None) -> list[UsageRecord]:
@@ -42,6 +44,10 @@ def records_close(*, at: datetime | None = None) -> list[UsageRecord]:
                 )
                 if period is None:
                     continue  # another scheduler has it, or has recorded it
+                # The lock can be had just after another scheduler recorded the period and
+                # committed, which the statement above, older than that commit, did not see.
+                if UsageRecord.objects.filter(period_id=pk).exists():
+                    continue
                 closed.append(record_period(period, at=at))
         except Exception as error:
             logger.exception("Could not record billing period %s", pk)
@@ -87,26 +93,31 @@ def record_json(record: UsageRecord) -> dict[str, Any]:
 
 
 def overage_charges(record: UsageRecord) -> list[OutboxMessage]:
-    """The Stripe charges of a record's billed overage (its own and its adjustments'): an
-    invoice item per primitive, or meter events where the plan names a Stripe meter.
-    Idempotent: the message keys are the record's and the primitive's."""
+    """The Stripe charges of a record's billed overage: its own, at its plan's prices, and
+    its adjustments' (late usage of earlier periods), each at the prices of the period it
+    belongs to. An invoice item per period and primitive, or meter events where that
+    period's plan names a Stripe meter. Idempotent: the keys are the record's, the
+    period's and the primitive's. An adjustment that takes overage back (a refund after a
+    close) nets against the same period's other adjustments; a net credit is not sent."""
     subscription = Subscription.objects.filter(customer_id=record.customer_id).first()
     customer = subscription.stripe_customer_id if subscription else ""
-    plan = record.plan
-    prices = {
-        quota.primitive: quota.overage_unit_price
-        for quota in plan.quotas.all()
-        if quota.overage == "bill"
-    }
-    over: dict[str, int] = {}
+    over: dict[tuple[int, str], int] = {}
     for primitive, entry in record.usage.items():
-        over[primitive] = over.get(primitive, 0) + entry.get("overage", 0)
+        over[(record.pk, primitive)] = entry.get("overage", 0)
     for adjustment in record.adjustments:
-        over[adjustment["primitive"]] = over.get(adjustment["primitive"], 0) + adjustment["overage"]
-    period = record.period
+        key = (adjustment["periodId"], adjustment["primitive"])
+        over[key] = over.get(key, 0) + adjustment["overage"]
+    periods = {
+        period.pk: period
+        for period in BillingPeriod.objects.filter(pk__in={pk for pk, _ in over}).select_related(
+            "plan"
+        )
+    }
     messages = []
-    for primitive, quantity in sorted(over.items()):
-        if primitive not in prices or quantity <= 0:
+    for (period_id, primitive), quantity in sorted(over.items()):
+        period = periods[period_id]
+        price = _overage_price(period.plan, primitive)
+        if price is None or quantity <= 0:
             continue
         if not customer:
             logger.warning(
@@ -116,36 +127,65 @@ def overage_charges(record: UsageRecord) -> list[OutboxMessage]:
                 primitive,
             )
             continue
-        key = f"billing-overage-{record.pk}-{primitive}"
-        quota = (record.usage.get(primitive) or {}).get("quota")
-        if plan.stripe_meter_event:
-            kind, payload = (
-                OutboxMessage.Kind.STRIPE_METER_EVENT,
-                {
-                    "event_name": plan.stripe_meter_event,
-                    "identifier": key,
-                    "timestamp": int(period.end.timestamp()) - 1,
-                    "payload": {"stripe_customer_id": customer, "value": str(quantity)},
-                },
+        late = "" if period_id == record.pk else f"-late-{period_id}"
+        key = f"billing-overage-{record.pk}-{primitive}{late}"
+        messages.append(
+            message_add(
+                kind=_charge_kind(period.plan),
+                key=key,
+                payload=_charge(record, period, primitive, quantity, price, customer, key),
             )
-        else:
-            kind, payload = (
-                OutboxMessage.Kind.STRIPE_INVOICE_ITEM,
-                {
-                    "customer": customer,
-                    "currency": plan.currency,
-                    "quantity": quantity,
-                    "unit_amount_decimal": f"{Decimal(prices[primitive]).normalize():f}",
-                    "description": (
-                        f"{primitive}: {quantity} over the quota of {quota}, "
-                        f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
-                    ),
-                    "period": {
-                        "start": int(period.start.timestamp()),
-                        "end": int(period.end.timestamp()),
-                    },
-                    "metadata": {"billing_record": str(record.pk), "primitive": primitive},
-                },
-            )
-        messages.append(message_add(kind=kind, key=key, payload=payload))
+        )
     return messages
+
+
+def _overage_price(plan: Plan, primitive: str) -> Decimal | None:
+    for quota in plan.quotas.all():
+        if quota.primitive == primitive and quota.overage == "bill":
+            return quota.overage_unit_price
+    return None
+
+
+def _charge_kind(plan: Plan) -> str:
+    if plan.stripe_meter_event:
+        return OutboxMessage.Kind.STRIPE_METER_EVENT
+    return OutboxMessage.Kind.STRIPE_INVOICE_ITEM
+
+
+def _charge(
+    record: UsageRecord,
+    period: BillingPeriod,
+    primitive: str,
+    quantity: int,
+    price: Decimal,
+    customer: str,
+    key: str,
+) -> dict[str, Any]:
+    plan = period.plan
+    if plan.stripe_meter_event:
+        # Stripe takes meter events up to 35 days old: a period closed later than that is
+        # reported now, and still billed in the invoice that is open.
+        oldest = timezone.now() - METER_EVENT_MAX_AGE
+        return {
+            "event_name": plan.stripe_meter_event,
+            "identifier": key,
+            "timestamp": int(max(period.end - timedelta(seconds=1), oldest).timestamp()),
+            "payload": {"stripe_customer_id": customer, "value": str(quantity)},
+        }
+    late = "" if period.pk == record.pk else " (reported late)"
+    return {
+        "customer": customer,
+        "currency": plan.currency,
+        "quantity": quantity,
+        "unit_amount_decimal": f"{Decimal(price).normalize():f}",
+        "description": (
+            f"{primitive}: {quantity} over the quota{late}, "
+            f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
+        ),
+        "period": {"start": int(period.start.timestamp()), "end": int(period.end.timestamp())},
+        "metadata": {
+            "billing_record": str(record.pk),
+            "billing_period": str(period.pk),
+            "primitive": primitive,
+        },
+    }

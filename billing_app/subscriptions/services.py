@@ -81,6 +81,10 @@ def subscription_set(
         else (subscription.status if subscription else SubscriptionStatus.ACTIVE)
     )
     starts = subscription is None or (subscription.ended and new_status not in ENDED_STATUSES)
+    if subscription is not None:
+        # Periods the scheduler has not opened yet, on the plan they ran on: a change
+        # heard before it ran ends, or splits, the period it falls in.
+        periods_ensure(subscription, at)
     if subscription is None:
         subscription = Subscription(customer=customer)
     ends = not subscription.ended and new_status in ENDED_STATUSES and not starts

@@ -77,6 +77,7 @@ def test_usage_resets_when_configured(api, plans, tenant, settings):
 def test_change_plan_of_a_stripe_subscription_goes_to_stripe_first(api, plans, tenant, stripe_stub):
     customer = stripe_stub.customer(metadata={"djstripe_subscriber": str(tenant.pk)})
     sub = stripe_stub.subscription(customer=customer["id"], price="price_basic")
+    stripe_stub.price("price_pro")  # Stripe moves an item only to a price it has
     stripe_sync.subscription_sync(sub["id"], refresh=True)
     item_id = sub["items"]["data"][0]["id"]
 

@@ -233,6 +233,7 @@ CHECKOUT = {
 
 
 def test_checkout_creates_a_subscription_session(me, pro, tenant, stripe_stub):
+    stripe_stub.price("price_pro")  # Checkout sells only a price Stripe has
     response = me.post("/billing/checkout", CHECKOUT, format="json")
 
     assert response.status_code == 200, response.content
@@ -299,6 +300,7 @@ def test_checkout_refuses_an_inactive_plans_price(me, pro, stripe_stub):
 
 
 def test_checkout_hosts_follow_the_setting(me, pro, stripe_stub, settings):
+    stripe_stub.price("price_pro")  # Checkout sells only a price Stripe has
     settings.BILLING_ALLOWED_REDIRECT_HOSTS = [".example.com"]
     body = {
         **CHECKOUT,

@@ -1,0 +1,39 @@
+"""Worker processes for tests that need several processes, as two gunicorn workers are:
+each has its own database connection, its own caches and its own entitlement LRU. They
+are started with the ``spawn`` method, so nothing is shared with the test process but
+the database."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def setup(database_name: str) -> None:
+    """Django in a fresh process, on the test database the parent created."""
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    connections["default"].settings_dict["NAME"] = database_name
+
+
+def metered_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
+    """Call the demo's metered view until ``stop_at`` (wall clock), and put one
+    ``(started, finished, status, limit)`` per call on ``results``. ``limit`` is the quota
+    the answer says it was decided on (RateLimit-Policy), or None."""
+    setup(database_name)
+    from django.test import Client
+
+    client = Client()
+    calls = []
+    while time.time() < stop_at and len(calls) < 20_000:
+        started = time.time()
+        response = client.post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}")
+        finished = time.time()
+        policy = response.headers.get("RateLimit-Policy", "")
+        limit = int(policy.split(";q=")[1].split(";")[0]) if ";q=" in policy else None
+        calls.append((started, finished, response.status_code, limit))
+    results.put((os.getpid(), calls))

@@ -1,0 +1,96 @@
+"""Changes bind at once across processes, with no shared cache: two worker processes (each
+its own connection, LocMemCache and entitlement LRU, as two gunicorn workers are) call a
+metered view while the test process changes the customer's plan, lowers a quota and
+cancels. No call that starts after a change has committed is decided on the entitlement
+from before it."""
+
+import multiprocessing
+import time
+
+import pytest
+from django.db import connection
+
+from billing_app.catalog import services as catalog
+from billing_app.customers import services as customers
+from billing_app.models import UsageCounter
+from billing_app.subscriptions import services as subscriptions
+from billing_app.testutils import subscribe
+
+from .factories import CustomerFactory
+from .processes import metered_calls
+
+pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
+
+WORKERS = 2
+
+
+def run_workers(token, seconds):
+    """Start the workers; answers a function that waits for them and returns every call."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    stop_at = time.time() + seconds
+    name = connection.settings_dict["NAME"]
+    workers = [
+        context.Process(target=metered_calls, args=(name, token, stop_at, results))
+        for _ in range(WORKERS)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def collect():
+        calls = [call for _ in workers for call in results.get(timeout=seconds + 60)[1]]
+        for worker in workers:
+            worker.join(timeout=30)
+            assert worker.exitcode == 0
+        return calls
+
+    return collect
+
+
+def wait_until_calls_succeed(customer, count=20, timeout=30):
+    """Every worker has cached the entitlement once a few calls have gone through."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        counter = UsageCounter.objects.filter(customer=customer).first()
+        if counter is not None and counter.used >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the workers made no calls")
+
+
+def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
+    customer = CustomerFactory()
+    subscribe(customer, quotas={"seo": 100_000}, plan_key="big")
+    catalog.plan_upsert(key="small", name="Small", quotas={"seo": 80_000})
+    token = customers.tenant_token_issue(customer=customer)[1]
+    collect = run_workers(token, seconds=8)
+    wait_until_calls_succeed(customer)
+
+    subscriptions.subscription_set(customer=customer, plan_key="small")
+    changed_plan = time.time()
+    time.sleep(0.5)
+
+    used = UsageCounter.objects.get(customer=customer).used
+    lowered_to = used + 40
+    lowering = time.time()
+    catalog.plan_upsert(key="small", name="Small", quotas={"seo": lowered_to})
+    lowered = time.time()
+    time.sleep(0.5)
+
+    canceling = time.time()
+    subscriptions.subscription_set(customer=customer, plan_key="small", status="canceled")
+    canceled = time.time()
+    calls = collect()
+
+    # Each change is bracketed: a call that started after one committed and before the
+    # next began must have been decided on exactly that change's entitlement.
+    after_plan_change = [c for c in calls if changed_plan < c[0] < lowering and c[2] == 200]
+    after_lowering = [c for c in calls if lowered < c[0] < canceling]
+    after_cancel = [c for c in calls if c[0] > canceled]
+    assert after_plan_change, "no call ran between the plan change and the lowering"
+    assert {limit for *_, limit in after_plan_change} == {80_000}
+    assert {limit for _, _, status, limit in after_lowering if status == 200} <= {lowered_to}
+    assert after_cancel, "no call ran after the cancellation"
+    assert {status for _, _, status, _ in after_cancel} == {402}
+    # The lowered quota was never exceeded, whatever the workers had cached.
+    assert UsageCounter.objects.get(customer=customer).used <= lowered_to
