@@ -12,13 +12,12 @@ from rest_framework.test import APIClient
 
 from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
-from billing_app.metering import services as metering
 from billing_app.models import IdempotencyKey, UsageCounter, UsageEvent
 from billing_app.periods import window_for
 from billing_app.testutils import subscribe
 
 from ..factories import CustomerFactory
-from ..utils import absent_customer_id, bearer, in_parallel, iso, window_now
+from ..utils import absent_customer_id, bearer, in_parallel, iso, use, window_now
 
 pytestmark = pytest.mark.django_db
 
@@ -515,13 +514,6 @@ def check(api: APIClient, customer, **params):
     return api.get(check_url(customer.pk), {"primitive": "seo", **params})
 
 
-def use(customer, quantity: int, primitive: str = "seo") -> None:
-    """Usage already in the customer's current window, reported as the API records it."""
-    metering.usage_record(
-        customer_id=customer.pk, primitive=primitive, quantity=quantity, enforce=False
-    )
-
-
 @pytest.mark.parametrize(
     ("arrange", "params", "expected"),
     [
@@ -589,7 +581,7 @@ def use(customer, quantity: int, primitive: str = "seo") -> None:
 )
 def test_check_says_whether_a_call_would_be_admitted(api, customer, arrange, params, expected):
     arrange(customer)
-    use(customer, 1)
+    use(customer, 1, timezone.now())
     before = ledger()
 
     response = check(api, customer, **params)
