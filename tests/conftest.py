@@ -80,6 +80,36 @@ def clock(monkeypatch):
     return clock
 
 
+@pytest.fixture
+def rate_minute(monkeypatch):
+    """Pins the clock minute that kits' per-minute rates count in, so that no minute
+    boundary falls inside a test; ``rate_minute.advance()`` starts the next one."""
+    import math
+
+    from django.utils import timezone
+
+    from billing_app.metering import ledger
+    from billing_app.metering import services as metering
+    from billing_app.periods import MINUTE, Window, minute_window
+
+    class Minute:
+        start = minute_window(timezone.now()).start
+
+        def window(self, instant):
+            return Window(self.start, self.start + MINUTE)
+
+        def advance(self):
+            self.start += MINUTE
+
+        def seconds_left(self):
+            return math.ceil((self.start + MINUTE - timezone.now()).total_seconds())
+
+    minute = Minute()
+    monkeypatch.setattr(ledger, "minute_window", minute.window)
+    monkeypatch.setattr(metering, "minute_window", minute.window)
+    return minute
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with no entitlement cached in this process, nor in Django's."""

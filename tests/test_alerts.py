@@ -6,30 +6,34 @@ import hashlib
 import hmac
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connection
-from django.test import Client
 
-from billing_app import cycles, outbox, services
+from billing_app.conf import customer_id_json
+from billing_app.customers import services as customers
+from billing_app.cycles import selectors as cycles
+from billing_app.cycles import services as cycles_services
 from billing_app.models import OutboxMessage, UsageAlert
+from billing_app.outbox import services as outbox
 from billing_app.signals import usage_threshold_crossed
+from billing_app.subscriptions import services as subscriptions
 from billing_app.testutils import subscribe
 
-from .factories import UserFactory
+from .factories import CustomerFactory
+from .utils import bearer, in_parallel, post_json
 
 
 @pytest.fixture
 def crossings():
-    """Every usage_threshold_crossed sent, as (tenant id, primitive, threshold, usage, limit)."""
+    """Every usage_threshold_crossed sent, as (customer id, primitive, threshold, usage,
+    limit)."""
     seen = []
     lock = threading.Lock()
 
-    def receive(sender, tenant, primitive, threshold, usage, limit, window, **kwargs):
+    def receive(sender, customer, primitive, threshold, usage, limit, window, **kwargs):
         with lock:
-            seen.append((tenant.pk, primitive, threshold, usage, limit))
+            seen.append((customer.pk, primitive, threshold, usage, limit))
 
     usage_threshold_crossed.connect(receive)
     yield seen
@@ -37,37 +41,81 @@ def crossings():
 
 
 def call_seo(token):
-    return Client().post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+    return bearer(token).post("/demo/seo/").status_code
 
 
 @pytest.mark.django_db
 def test_each_threshold_fires_once_after_commit(
-    crossings, tenant, tenant_token, django_capture_on_commit_callbacks
+    crossings, customer, customer_token, django_capture_on_commit_callbacks
 ):
-    subscribe(tenant, quotas={"seo": 10})
+    subscribe(customer, quotas={"seo": 10})
     with django_capture_on_commit_callbacks(execute=True):
-        statuses = [call_seo(tenant_token) for _ in range(12)]
+        statuses = [call_seo(customer_token) for _ in range(12)]
 
     assert statuses == [200] * 10 + [429] * 2
-    assert crossings == [(tenant.pk, "seo", 0.8, 8, 10), (tenant.pk, "seo", 1.0, 10, 10)]
+    assert crossings == [(customer.pk, "seo", 0.8, 8, 10), (customer.pk, "seo", 1.0, 10, 10)]
     assert UsageAlert.objects.count() == 2
 
 
 @pytest.mark.django_db
-def test_nothing_is_sent_before_commit(crossings, tenant, tenant_token):
-    subscribe(tenant, quotas={"seo": 1})
-    call_seo(tenant_token)  # the test's transaction never commits
+def test_nothing_is_sent_before_commit(crossings, customer, customer_token):
+    subscribe(customer, quotas={"seo": 1})
+    call_seo(customer_token)  # the test's transaction never commits
     assert crossings == []
+    assert UsageAlert.objects.count() == 2  # claimed, to be sent on commit
 
 
 @pytest.mark.django_db
 def test_a_window_without_quota_sends_nothing(
-    crossings, tenant, tenant_token, django_capture_on_commit_callbacks
+    crossings, customer, customer_token, django_capture_on_commit_callbacks
 ):
-    subscribe(tenant, quotas={"aeo": 1})
+    subscribe(customer, quotas={"aeo": 1})
     with django_capture_on_commit_callbacks(execute=True):
-        call_seo(tenant_token)
+        assert call_seo(customer_token) == 200
     assert crossings == []
+
+
+@pytest.mark.django_db
+def test_each_customer_and_window_has_its_own_alerts(
+    crossings, customer, customer_token, django_capture_on_commit_callbacks
+):
+    other = CustomerFactory()
+    subscribe(customer, quotas={"seo": 1})
+    subscribe(other, quotas={"seo": 1})
+    with django_capture_on_commit_callbacks(execute=True):
+        call_seo(customer_token)
+        call_seo(customers.tenant_token_issue(customer=other)[1])
+
+    assert sorted(c[2] for c in crossings if c[0] == customer.pk) == [0.8, 1.0]
+    assert sorted(c[2] for c in crossings if c[0] == other.pk) == [0.8, 1.0]
+
+
+@pytest.mark.parametrize(
+    "transactional",
+    [
+        pytest.param(True, marks=pytest.mark.django_db(transaction=True), id="autocommit"),
+        pytest.param(False, marks=pytest.mark.django_db, id="in-a-transaction"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/test/seo-answer/", "/test/reports/"], ids=["metered", "drf"])
+def test_a_failed_call_crosses_nothing_and_the_call_that_does_alerts(
+    crossings, customer, customer_token, django_capture_on_commit_callbacks, transactional, path
+):
+    """A failed call's usage is refunded: alerting on it would tell of usage that never
+    happened, and leave the threshold claimed when it really is crossed."""
+    subscribe(customer, quotas={"seo": 1})
+    client = bearer(customer_token)
+    client.raise_request_exception = False
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_json(client, path, {"fail": "status"}).status_code == 503
+        assert post_json(client, path, {"fail": "exception"}).status_code == 500
+    assert crossings == []
+    assert not UsageAlert.objects.exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_json(client, path).status_code == 200
+    assert crossings == [(customer.pk, "seo", 0.8, 1, 1), (customer.pk, "seo", 1.0, 1, 1)]
 
 
 @pytest.mark.postgresql
@@ -75,24 +123,16 @@ def test_a_window_without_quota_sends_nothing(
 def test_fifty_concurrent_calls_cross_each_threshold_once(crossings):
     for _ in range(3):
         crossings.clear()
-        tenant = UserFactory()
-        subscribe(tenant, quotas={"seo": 10})
-        token = services.tenant_token_issue(user=tenant)[1]
-        barrier = threading.Barrier(50)
+        customer = CustomerFactory()
+        subscribe(customer, quotas={"seo": 10})
+        token = customers.tenant_token_issue(customer=customer)[1]
 
-        def call(_):
-            barrier.wait()
-            try:
-                return call_seo(token)
-            finally:
-                connection.close()
-
-        with ThreadPoolExecutor(max_workers=50) as pool:
-            statuses = list(pool.map(call, range(50)))
+        statuses = in_parallel(lambda i: call_seo(token), 50)
 
         assert statuses.count(200) == 10
         assert sorted(c[2] for c in crossings) == [0.8, 1.0]
-        assert {c[0] for c in crossings} == {tenant.pk}
+        assert {c[0] for c in crossings} == {customer.pk}
+        assert UsageAlert.objects.filter(customer_id=customer.pk).count() == 2
 
 
 # --- outbound webhooks ------------------------------------------------------------------
@@ -129,10 +169,10 @@ def verify(headers, body, secret="whsec_operator"):
 
 
 @pytest.mark.django_db
-def test_threshold_webhook_is_signed_and_sent_once(operator_endpoint, tenant, tenant_token):
-    subscribe(tenant, quotas={"seo": 5})
+def test_threshold_webhook_is_signed_and_sent_once(operator_endpoint, customer, customer_token):
+    subscribe(customer, quotas={"seo": 5})
     for _ in range(5):
-        call_seo(tenant_token)
+        call_seo(customer_token)
 
     assert outbox.deliver() >= 2
     assert outbox.deliver() == 0
@@ -140,42 +180,53 @@ def test_threshold_webhook_is_signed_and_sent_once(operator_endpoint, tenant, te
     events = [json.loads(body) for _, body in operator_endpoint]
     crossed = [e for e in events if e["type"] == "usage.threshold_crossed"]
     assert [e["data"]["threshold"] for e in crossed] == [0.8, 1.0]
-    assert crossed[0]["data"]["userId"] == tenant.pk
+    assert [e["data"]["usage"] for e in crossed] == [4, 5]
+    # A JSON number for an integer key, a string for a UUID.
+    assert crossed[0]["data"]["customerId"] == customer_id_json(customer.pk)
     assert all(verify(headers, body) for headers, body in operator_endpoint)
     assert not verify(*operator_endpoint[0], secret="whsec_wrong")
 
 
 @pytest.mark.django_db
-def test_subscription_and_cycle_webhooks(operator_endpoint, tenant):
-    subscribe(tenant, quotas={"seo": 5})
-    services.subscription_set(
-        user=tenant, plan_key=tenant.billing_subscription.plan.key, status="canceled"
+def test_subscription_and_cycle_webhooks(operator_endpoint, customer):
+    subscription = subscribe(customer, quotas={"seo": 5})
+    subscriptions.subscription_set(
+        customer=customer, plan_key=subscription.plan.key, status="canceled"
     )
 
     kinds = sorted(m.payload["type"] for m in OutboxMessage.objects.filter(kind="webhook"))
+    assert kinds == ["subscription.updated", "subscription.updated"]
+    # The ended period is recorded by the scheduler's run, not by the cancellation.
+    assert len(cycles_services.records_close()) == 1
+    kinds = sorted(m.payload["type"] for m in OutboxMessage.objects.filter(kind="webhook"))
     assert kinds == ["cycle.closed", "subscription.updated", "subscription.updated"]
+
     outbox.deliver()
     assert len(operator_endpoint) == 3
     closed = next(json.loads(b) for _, b in operator_endpoint if b"cycle.closed" in b)
     assert closed["data"]["status"] == "final"
-    assert cycles.follow(user=tenant) is None
+    assert closed["data"]["customerId"] == customer_id_json(customer.pk)
+    assert cycles.record_current(customer=customer) is None
 
 
 @pytest.mark.django_db
-def test_no_webhook_url_no_messages(tenant, tenant_token):
-    subscribe(tenant, quotas={"seo": 1})
-    call_seo(tenant_token)
+def test_no_webhook_url_no_messages(customer, customer_token):
+    subscribe(customer, quotas={"seo": 1})
+    call_seo(customer_token)
     assert not OutboxMessage.objects.exists()
 
 
 @pytest.mark.django_db
 def test_batch_ingestion_sends_the_thresholds_it_crosses(
-    api, crossings, tenant, django_capture_on_commit_callbacks
+    api, crossings, customer, django_capture_on_commit_callbacks
 ):
-    subscribe(tenant, quotas={"seo": 10})
-    events = [{"userId": tenant.pk, "primitive": "seo", "quantity": 3} for _ in range(3)]
+    subscribe(customer, quotas={"seo": 10})
+    events = [
+        {"userId": customer_id_json(customer.pk), "primitive": "seo", "quantity": 3}
+        for _ in range(3)
+    ]
     with django_capture_on_commit_callbacks(execute=True):
         assert api.post("/v1/usage/events", {"events": events}, format="json").status_code == 200
         api.post("/v1/usage/events", {"events": events[:1]}, format="json")
 
-    assert crossings == [(tenant.pk, "seo", 0.8, 9, 10), (tenant.pk, "seo", 1.0, 12, 10)]
+    assert crossings == [(customer.pk, "seo", 0.8, 9, 10), (customer.pk, "seo", 1.0, 12, 10)]

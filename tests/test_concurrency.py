@@ -1,122 +1,125 @@
 """The guarantees under real concurrency: parallel requests, each thread on its own
 PostgreSQL connection, released together by a barrier. Each scenario runs several rounds
-with a fresh tenant, so a race that loses one time in a few still shows."""
-
-import threading
-from concurrent.futures import ThreadPoolExecutor
+with a fresh customer, so a race that loses one time in a few still shows."""
 
 import pytest
-from django.db import connection
 from django.test import Client
 
-from billing_app import services
-from billing_app.models import UsageCounter, UsageEvent
-from billing_app.testutils import subscribe
+from billing_app.catalog import services as catalog
+from billing_app.customers import services as customers
+from billing_app.models import RateCounter, UsageCounter, UsageEvent
+from billing_app.subscriptions import services as subscriptions
 
-from .factories import UserFactory
+from .factories import CustomerFactory
+from .utils import in_parallel, post_json
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
 ROUNDS = 5
 
 
-def in_parallel(calls, count, *, workers=50):
-    """Run ``calls(i)`` for i in range(count) on ``workers`` threads released together."""
-    barrier = threading.Barrier(min(workers, count))
-
-    def run(i):
-        if i < barrier.parties:
-            barrier.wait()
-        try:
-            return calls(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run, range(count)))
+def metered_customer(quota=None, *, rate=None):
+    """A fresh customer on a plan with ``quota`` of seo (None: unlimited), its kit
+    allowing seo at ``rate`` calls a minute (None: no rate); and its token."""
+    customer = CustomerFactory()
+    key = f"plan-{customer.pk}"
+    catalog.account_kit_upsert(key=key, name=key, primitives={"seo": rate})
+    quotas = {} if quota is None else {"seo": quota}
+    catalog.plan_upsert(key=key, name=key, account_kit_id=key, quotas=quotas)
+    subscriptions.subscription_set(customer=customer, plan_key=key)
+    return customer, customers.tenant_token_issue(customer=customer)[1]
 
 
-def metered_tenant(quota):
-    tenant = UserFactory()
-    subscribe(tenant, quotas={"seo": quota})
-    return tenant, services.tenant_token_issue(user=tenant)[1]
+def call_seo(token, path="/demo/seo/", body=None):
+    return post_json(Client(), path, body, HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
-def call_seo(token):
-    return Client().post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+def codes(responses):
+    return sorted(
+        (r.status_code, r.json().get("error")) if r.status_code != 200 else (200, None)
+        for r in responses
+    )
 
 
 @pytest.mark.parametrize(("calls", "quota"), [(50, 10), (200, 1)])
 def test_concurrent_calls_never_exceed_the_quota(calls, quota):
     for _ in range(ROUNDS):
-        tenant, token = metered_tenant(quota)
+        customer, token = metered_customer(quota)
 
-        statuses = in_parallel(lambda i: call_seo(token), calls)
+        responses = in_parallel(lambda i: call_seo(token), calls)
 
-        assert statuses.count(200) == quota
-        assert statuses.count(429) == calls - quota
-        assert UsageEvent.objects.filter(user=tenant).count() == quota
-        (counter,) = UsageCounter.objects.filter(user=tenant)
+        assert codes(responses) == [(200, None)] * quota + [(429, "rate_limited")] * (calls - quota)
+        assert UsageEvent.objects.filter(customer_id=customer.pk).count() == quota
+        (counter,) = UsageCounter.objects.filter(customer_id=customer.pk)
         assert counter.used == quota
 
 
 def test_first_calls_of_a_new_window_create_one_counter_row():
     for _ in range(ROUNDS):
-        tenant, token = metered_tenant(1000)
+        customer, token = metered_customer(1000)
 
-        statuses = in_parallel(lambda i: call_seo(token), 50)
+        responses = in_parallel(lambda i: call_seo(token), 50)
 
-        assert statuses == [200] * 50
-        assert UsageCounter.objects.filter(user=tenant).count() == 1
-        assert UsageCounter.objects.get(user=tenant).used == 50
-
-
-def test_concurrent_sends_of_one_idempotency_key_record_one_event(operator_key):
-    for round_ in range(ROUNDS):
-        tenant, _ = metered_tenant(1000)
-        body = {"primitive": "seo", "quantity": 3, "idempotencyKey": f"k-{round_}"}
-
-        def send(i):
-            return Client().post(
-                f"/v1/users/{tenant.pk}/billing/usage",
-                body,
-                content_type="application/json",
-                HTTP_AUTHORIZATION=f"Bearer {operator_key}",
-            )
-
-        answers = in_parallel(send, 20)
-
-        assert sorted(a.status_code for a in answers) == [200] * 19 + [201]
-        assert {a.json()["event"]["id"] for a in answers} == {
-            UsageEvent.objects.get(user=tenant).pk
-        }
-        assert UsageCounter.objects.get(user=tenant).used == 3
+        assert [r.status_code for r in responses] == [200] * 50
+        assert UsageCounter.objects.filter(customer_id=customer.pk).count() == 1
+        assert UsageCounter.objects.get(customer_id=customer.pk).used == 50
 
 
 def test_failed_calls_under_concurrency_cost_nothing():
     for _ in range(ROUNDS):
-        tenant, token = metered_tenant(10)
+        customer, token = metered_customer(10)
 
         def call(i):
-            body = {"simulate": "error"} if i % 2 else {}
-            return (
-                Client()
-                .post(
-                    "/demo/seo/",
-                    body,
-                    content_type="application/json",
-                    HTTP_AUTHORIZATION=f"Bearer {token}",
-                )
-                .status_code
-            )
+            return call_seo(token, body={"simulate": "error"} if i % 2 else {}).status_code
 
         statuses = in_parallel(call, 60)
 
-        # A failing call holds a slot while it runs and gives it back: every success
-        # counts, and the slots of the failures are free again afterwards.
+        # A failing call holds a unit while it runs and gives it back: every success
+        # counts, and the units of the failures are free again afterwards.
         succeeded = statuses.count(200)
         assert 0 < succeeded <= 10
-        assert UsageEvent.objects.filter(user=tenant).count() == succeeded
-        later = [call_seo(token) for _ in range(11)]
+        assert set(statuses) <= {200, 429, 502}
+        assert UsageEvent.objects.filter(customer_id=customer.pk).count() == succeeded
+        later = [call_seo(token).status_code for _ in range(11)]
         assert later.count(200) == 10 - succeeded
-        assert UsageCounter.objects.get(user=tenant).used == 10
+        assert UsageCounter.objects.get(customer_id=customer.pk).used == 10
+
+
+# The kit's per-minute rate
+
+
+def test_concurrent_calls_never_exceed_the_kit_rate(rate_minute):
+    for _ in range(ROUNDS):
+        customer, token = metered_customer(rate=10)
+
+        responses = in_parallel(lambda i: call_seo(token), 40)
+
+        assert codes(responses) == [(200, None)] * 10 + [(429, "too_many_requests")] * 30
+        assert UsageEvent.objects.filter(customer_id=customer.pk).count() == 10
+        assert RateCounter.objects.get(customer_id=customer.pk).calls == 10
+        # The 11th call of the minute is refused as well; the next minute admits again.
+        eleventh = call_seo(token)
+        assert (eleventh.status_code, eleventh.json()["error"]) == (429, "too_many_requests")
+        assert 1 <= int(eleventh["Retry-After"]) <= max(1, rate_minute.seconds_left())
+        rate_minute.advance()
+        assert call_seo(token).status_code == 200
+
+
+def test_calls_refused_by_the_quota_take_no_rate_slot_under_concurrency(rate_minute):
+    """Calls too big for the quota race calls that fit: the rate is the kit's 10 calls a
+    minute, and only admitted calls count towards it, so all 10 that fit get in."""
+    for _ in range(ROUNDS):
+        customer, token = metered_customer(100, rate=10)
+
+        def call(i):
+            pages = 1 if i % 4 == 0 else 101  # 10 that fit among 40
+            return call_seo(token, "/test/seo-pages/", {"pages": pages})
+
+        responses = in_parallel(call, 40)
+
+        fitting = [r for i, r in enumerate(responses) if i % 4 == 0]
+        too_big = [r for i, r in enumerate(responses) if i % 4]
+        assert [r.status_code for r in fitting] == [200] * 10, codes(fitting)
+        assert {r.status_code for r in too_big} == {429}
+        assert RateCounter.objects.get(customer_id=customer.pk).calls == 10
+        assert UsageCounter.objects.get(customer_id=customer.pk).used == 10

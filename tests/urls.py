@@ -8,6 +8,7 @@ urlpatterns = [
     path("demo/", include("project.demo.urls")),
     path("test/seo-db-error/", views.seo_with_db_error),
     path("test/seo-pages/", views.seo_pages),
+    path("test/seo-answer/", views.seo_answer),
     path("test/reports/", views.ReportView.as_view()),
     path("test/pages/", views.PagesView.as_view()),
     path("test/report-set/", views.ReportViewSet.as_view({"get": "list", "post": "create"})),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+from django.core.exceptions import BadRequest
 from django.db import DatabaseError, connection, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -53,17 +54,38 @@ def seo_pages(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+@csrf_exempt
+@metered("seo")
+def seo_answer(request: HttpRequest) -> JsonResponse:
+    """``{"fail": "status"}`` answers 503, ``"validation"`` raises a 400, ``"not_found"``
+    a 404, ``"exception"`` an unhandled error. A success says whether it ran in a
+    transaction (``ATOMIC_REQUESTS``)."""
+    fail = json.loads(request.body or b"{}").get("fail")
+    if fail == "status":
+        return JsonResponse({"ok": False}, status=503)
+    if fail == "validation":
+        raise BadRequest("asked to fail")
+    if fail == "not_found":
+        raise Http404("asked to fail")
+    if fail == "exception":
+        raise RuntimeError("asked to fail")
+    return JsonResponse({"ok": True, "atomic": connection.in_atomic_block})
+
+
 def _drf_answer(request: Request) -> Response:
-    """``{"fail": "status"}`` answers 503, ``"validation"`` raises a 400, ``"exception"``
-    raises an unhandled error."""
+    """``{"fail": "status"}`` answers 503, ``"validation"`` raises a 400, ``"not_found"``
+    a 404, ``"exception"`` an unhandled error. A success says whether it ran in a
+    transaction (``ATOMIC_REQUESTS``)."""
     fail = request.data.get("fail")
     if fail == "status":
         return Response({"ok": False}, status=503)
     if fail == "validation":
         raise ValidationError({"fail": ["asked to fail"]})
+    if fail == "not_found":
+        raise NotFound("asked to fail")
     if fail == "exception":
         raise RuntimeError("asked to fail")
-    return Response({"ok": True})
+    return Response({"ok": True, "atomic": connection.in_atomic_block})
 
 
 class DRFView(APIView):
@@ -84,10 +106,15 @@ class ReportView(MeteredMixin, DRFView):
 
 
 class PagesView(MeteredMixin, DRFView):
-    """The quantity is a callable of the request, assigned as the docstring shows."""
+    """The quantity is a callable of the request, assigned as the docstring shows. Every
+    method is metered, GET too (so HEAD, answered by ``get``, would be if it were not
+    left out)."""
 
     metered = "seo"
     metered_quantity = pages_of
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
 
     def post(self, request: Request) -> Response:
         return Response({"ok": True})

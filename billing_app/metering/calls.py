@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ..customers.resolvers import resolve_customer
 from ..exceptions import CallRefused, InvalidInput
 from .ledger import Reservation
-from .services import usage_refund, usage_reserve
+from .services import usage_alert, usage_refund, usage_reserve
 
 Quantity = int | Callable[[Any], int]
 # Methods that do no work of their own: a preflight or a HEAD costs nothing.
@@ -28,19 +28,30 @@ class MeteredCall:
     settled: bool = False
 
     def finish(self, *, succeeded: bool, raised: bool = False) -> None:
-        """Keep the usage of a call that succeeded; refund one that failed. Once.
+        """Keep the usage of a call that succeeded (and send the alerts it crossed);
+        refund one that failed. Once.
 
-        A reservation made inside the request's transaction (``ATOMIC_REQUESTS``) is
-        undone by that transaction's rollback when the view raised or DRF marked it for
-        rollback; refunding then would query a transaction that is going away."""
+        A reservation made inside a transaction marked for rollback (DRF marks the
+        ``ATOMIC_REQUESTS`` one on an error answer) is undone by that rollback; refunding
+        would query a transaction that is going away. Otherwise a failed call is refunded
+        even when the view raised: the transaction the reservation was made in may be an
+        outer one that the exception never reaches (a test's, a middleware's), and when
+        the exception does roll it back, the refund goes with it."""
         if self.settled:
             return
         self.settled = True
         if succeeded:
+            usage_alert(reservation=self.reservation)
             return
-        if self.reservation.in_transaction and (raised or connection.needs_rollback):
+        if self.reservation.in_transaction and connection.needs_rollback:
             return
-        usage_refund(reservation=self.reservation)
+        try:
+            usage_refund(reservation=self.reservation)
+        except DatabaseError:
+            if not (raised and self.reservation.in_transaction):
+                raise
+            # The view's error left the transaction unusable: only its rollback can
+            # follow, and that undoes the reservation.
 
     def headers(self) -> dict[str, str]:
         reservation = self.reservation
@@ -74,7 +85,10 @@ def call_start(request: Any, *, primitive: str, quantity: Quantity = 1) -> Meter
         raise InvalidInput(
             {"quantity": [f"A quantity is a positive integer below 2^63, not {amount!r}."]}
         )
-    reservation = usage_reserve(customer_id=customer.pk, primitive=primitive, quantity=amount)
+    # The alerts wait for the view: a failed call's usage is refunded, it crosses nothing.
+    reservation = usage_reserve(
+        customer_id=customer.pk, primitive=primitive, quantity=amount, alert=False
+    )
     return MeteredCall(primitive=primitive, reservation=reservation)
 
 

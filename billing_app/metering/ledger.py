@@ -9,9 +9,10 @@ A reservation admits a call only when, in one decision taken by the database:
 
 and then raises the counters and writes the event. On PostgreSQL an unkeyed reservation
 (every metered call) is one statement in autocommit, its parts chained by data-modifying
-CTEs: one round trip, no transaction to open or close. A keyed one, and every one on
-SQLite (which has no data-modifying CTEs; it runs in process, so statements cost no round
-trip), runs the same conditional statements in a short transaction instead.
+CTEs: one round trip, no transaction to open or close. A keyed one, one under both a rate
+and a quota, and every one on SQLite (which has no data-modifying CTEs; it runs in process,
+so statements cost no round trip), runs the same conditional statements in a short
+transaction instead.
 
 Counters always equal the sum of their window's events: both change in the same statement
 or transaction, including the refund of a failed call.
@@ -102,7 +103,12 @@ def fingerprint(*parts: Any) -> str:
 def reserve(request: Request) -> Attempt:
     """Admit and record one use, or say why not. Never raises for a refusal; every
     outcome but STALE was decided against the entitlement version the caller holds."""
-    if connection.vendor == "postgresql" and not request.idempotency_key:
+    # Under both a rate and a quota the rate's slot is taken before the quota decides. In
+    # one autocommitted statement a quota refusal would hold that slot until it is given
+    # back, refusing concurrent calls the rate had room for; in a transaction the refusal
+    # rolls it back while those calls wait on the row.
+    both = request.rate is not None and request.limit is not None
+    if connection.vendor == "postgresql" and not request.idempotency_key and not both:
         return _reserve_in_one_statement(request)
     return _reserve_in_transaction(request)
 
@@ -213,7 +219,7 @@ def _reserve_in_one_statement(request: Request) -> Attempt:
     if request.rate is not None and calls is None:
         return Attempt(Outcome.OVER_RATE, calls=request.rate, used=found or 0)
     if event_id is None:
-        return _refused_by_counter(request, found or 0)
+        return _refused_by_counter(request, found or 0, rate_taken=True)
     return Attempt(Outcome.RESERVED, _reservation(request, event_id, used, in_transaction))
 
 
@@ -254,7 +260,7 @@ def _reserve_in_transaction(request: Request) -> Attempt:
             return Attempt(Outcome.STALE)
         if refused.outcome is Outcome.OVER_RATE:
             return Attempt(Outcome.OVER_RATE, calls=request.rate or 0, used=_used(request))
-        return _refused_by_counter(request, _used(request))
+        return _refused_by_counter(request, _used(request), rate_taken=False)
     return Attempt(Outcome.RESERVED, _reservation(request, event_id, counted[0], in_transaction))
 
 
@@ -273,11 +279,13 @@ def _claim_key(cursor: Any, request: Request, now: datetime) -> bool:
     return cursor.fetchone() is not None
 
 
-def _refused_by_counter(request: Request, used: int) -> Attempt:
+def _refused_by_counter(request: Request, used: int, *, rate_taken: bool) -> Attempt:
+    """``rate_taken``: the refusal left the rate's slot taken (the one statement commits
+    it); a rolled back transaction has given it back already."""
+    if rate_taken and request.rate is not None:
+        _rate_give_back(request)
     if request.limit is None:
         raise _overflow()  # an unlimited counter refuses only when it would overflow
-    if request.rate is not None:
-        _rate_give_back(request)
     return Attempt(Outcome.OVER_QUOTA, used=used)
 
 

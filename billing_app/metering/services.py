@@ -59,13 +59,16 @@ def usage_reserve(
     fingerprint: str = "",
     enforce: bool = True,
     live: bool = True,
+    alert: bool = True,
 ) -> Reservation:
     """Admit and record ``quantity`` of ``primitive`` for the customer, in the quota window
     that ``at`` (now) falls in; raise the matching :class:`CallRefused` when it may not be.
 
     ``enforce=False`` records past the quota (reported usage that already happened: it
     becomes overage); ``live=False`` leaves the per-minute rate out (it is about calls as
-    they are made). A known idempotency key answers its first reservation.
+    they are made). A known idempotency key answers its first reservation. ``alert=False``
+    leaves the usage alerts to the caller, for usage that may yet be refunded: a metered
+    call sends them (:func:`usage_alert`) once its view has succeeded.
     """
     now = timezone.now()
     at = at or now
@@ -112,17 +115,24 @@ def usage_reserve(
             )
         assert attempt.reservation is not None
         reservation = replace(attempt.reservation, limit=quota.limit if quota else None)
-        if attempt.outcome is Outcome.RESERVED and quota is not None:
-            alerts.note(
-                customer_id=customer_id,
-                primitive=primitive,
-                window=window,
-                before=reservation.used - quantity,
-                after=reservation.used,
-                limit=quota.limit,
-            )
+        if attempt.outcome is Outcome.RESERVED and alert:
+            usage_alert(reservation=reservation)
         return reservation
     raise BillingError("The customer's entitlement kept changing; try again.")
+
+
+def usage_alert(*, reservation: Reservation) -> None:
+    """Send the usage alerts of the thresholds that a kept reservation crossed."""
+    if reservation.limit is None or reservation.duplicate:
+        return
+    alerts.note(
+        customer_id=reservation.customer_id,
+        primitive=reservation.primitive,
+        window=reservation.window,
+        before=reservation.used - reservation.quantity,
+        after=reservation.used,
+        limit=reservation.limit,
+    )
 
 
 def quota_refusal(
@@ -362,12 +372,13 @@ def _parse_event(event: Any, *, now: datetime) -> tuple[dict[str, Any], dict[str
     raw_time = event.get("timestamp")
     at = now
     if raw_time is not None:
+        why = "An ISO 8601 date-time with a time zone."
         try:
             parsed = parse_datetime(raw_time) if isinstance(raw_time, str) else None
-        except ValueError:
-            parsed = None
+        except ValueError as error:  # the shape of a date-time, but no such instant: say why
+            parsed, why = None, f"Not a date-time: {str(error).rstrip('.')}."
         if parsed is None or parsed.tzinfo is None:
-            errors["timestamp"] = ["An ISO 8601 date-time with a time zone."]
+            errors["timestamp"] = [why]
         else:
             try:
                 at = check_timestamp("timestamp", parsed, now=now)
