@@ -1,0 +1,63 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from billing_app.exceptions import InvalidInput
+from billing_app.models import AccountKit, Plan, PlanFeature, PlanQuota
+
+
+def error_fields(excinfo: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
+    """The arguments an ``InvalidInput`` names."""
+    return set(excinfo.value.fields)
+
+
+def assert_field_error(response: Any, field: str, status: int = 400) -> None:
+    """The API refused with ``status`` and named ``field`` as the client sent it."""
+    assert response.status_code == status, response.content
+    assert field in response.json(), response.json()
+
+
+def quotas_of(plan: Plan) -> dict[str, int]:
+    return dict(PlanQuota.objects.filter(plan=plan).values_list("primitive", "limit"))
+
+
+def plan_state() -> list[tuple]:
+    """Everything a plan upsert may touch, to prove a refusal changed nothing."""
+    plans = list(
+        Plan.objects.order_by("key").values_list(
+            "key",
+            "name",
+            "account_kit_id",
+            "stripe_price_id",
+            "period",
+            "billing_cadence",
+            "currency",
+            "active",
+            "stripe_meter_event",
+            "updated_at",
+        )
+    )
+    quotas = list(
+        PlanQuota.objects.order_by("plan__key", "primitive").values_list(
+            "plan__key", "primitive", "limit", "per_seat", "overage", "overage_unit_price"
+        )
+    )
+    features = list(
+        PlanFeature.objects.order_by("plan__key", "feature").values_list("plan__key", "feature")
+    )
+    return plans + quotas + features
+
+
+def kit_state() -> list[tuple]:
+    """Everything a kit upsert may touch."""
+    kits = list(AccountKit.objects.order_by("key").values_list("key", "name", "updated_at"))
+    primitives = list(
+        AccountKit.objects.order_by("key", "primitives__primitive").values_list(
+            "key", "primitives__primitive", "primitives__rate_per_minute"
+        )
+    )
+    return kits + primitives
