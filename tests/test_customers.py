@@ -14,17 +14,13 @@ from billing_app.exceptions import InvalidInput, NotFound
 from billing_app.models import KitAssignment, OperatorKey, TenantToken
 
 from .factories import AccountKitFactory, CustomerFactory
-from .utils import error_fields
+from .utils import customers_count, error_fields
 
 pytestmark = pytest.mark.django_db
 
 # A valid address (labels of 63 characters) longer than any column holds an email: the
 # user's username (150) or an organisation's EmailField (254).
 TOO_LONG_EMAIL = "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com"
-
-
-def customers_count() -> int:
-    return customer_model()._default_manager.count()
 
 
 # customer_create

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from billing_app.conf import customer_model
 from billing_app.exceptions import InvalidInput
-from billing_app.models import AccountKit, Plan, PlanFeature, PlanQuota
+from billing_app.models import AccountKit, Plan, PlanFeature, PlanQuota, Seat
 
 
 def error_fields(excinfo: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
@@ -61,3 +63,24 @@ def kit_state() -> list[tuple]:
         )
     )
     return kits + primitives
+
+
+def iso(instant: datetime) -> str:
+    """An instant as the API writes it: ISO 8601, UTC as ``Z``."""
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def json_id(pk: Any) -> int | str:
+    """A key as the API answers it: an integer as a JSON number, any other (a UUID) as a
+    string."""
+    return pk if isinstance(pk, int) else str(pk)
+
+
+def customers_count() -> int:
+    return customer_model()._default_manager.count()
+
+
+def holders(subscription_id: Any) -> set[Any]:
+    """The ids of the users holding the subscription's seats."""
+    seats = Seat.objects.filter(subscription_id=subscription_id)
+    return set(seats.values_list("grantee_id", flat=True))

@@ -16,7 +16,7 @@ from billing_app.models import BillingPeriod
 from billing_app.subscriptions.services import seats_manage, subscription_set
 
 from ..factories import CustomerFactory, UserFactory
-from ..utils import assert_field_error
+from ..utils import assert_field_error, iso
 
 pytestmark = pytest.mark.django_db
 
@@ -47,10 +47,6 @@ def check(api, *grantees, **params):
 def capabilities(response) -> list[str]:
     assert response.status_code == 200, response.content
     return [c["capability"] for c in response.json()["capabilities"]]
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def test_a_seat_holder_holds_the_plan_its_kit_and_its_features(api, catalog, customer, user):

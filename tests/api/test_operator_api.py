@@ -34,7 +34,7 @@ from billing_app.models import (
 from billing_app.subscriptions import services as subscriptions
 
 from ..factories import AccountKitFactory, CustomerFactory, PlanFactory, UserFactory
-from ..utils import assert_field_error, kit_state, plan_state
+from ..utils import assert_field_error, customers_count, iso, json_id, kit_state, plan_state
 
 pytestmark = pytest.mark.django_db
 
@@ -47,14 +47,6 @@ UNKNOWN_IDS = ["999999", str(uuid.uuid4())]
 # str.isdigit() accepts these (superscript two, Arabic-Indic one, three-four, NKo one);
 # none is a kit's id.
 NON_ASCII_DIGITS = ["\u00b2", "\u0661", "\u0663\u0664", "\u07c1"]
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def customers_count() -> int:
-    return customer_model()._default_manager.count()
 
 
 def subscription_state(customer) -> tuple:
@@ -427,17 +419,12 @@ def test_account_kit_post_refuses_bad_input_and_changes_nothing(api, body, field
 # Customers (the seeds' "users")
 
 
-def expected_id(customer) -> int | str:
-    """An integer key travels as a JSON number, any other (a UUID) as a string."""
-    return customer.pk if isinstance(customer.pk, int) else str(customer.pk)
-
-
 def test_user_create_answers_201_with_the_id_in_its_json_type(api):
     response = api.post("/v1/users", {"email": "ada@example.com"}, format="json")
 
     assert response.status_code == 201, response.content
     created = customer_model()._default_manager.get(email="ada@example.com")
-    assert response.json() == {"id": expected_id(created), "email": "ada@example.com"}
+    assert response.json() == {"id": json_id(created.pk), "email": "ada@example.com"}
     assert isinstance(response.json()["id"], int if customer_is_user() else str)
 
 
@@ -491,7 +478,7 @@ def test_user_create_refuses_a_bad_email(api, body):
 def test_user_get(api, customer):
     response = api.get(f"/v1/users/{customer.pk}")
     assert response.status_code == 200
-    assert response.json() == {"id": expected_id(customer), "email": customer.email}
+    assert response.json() == {"id": json_id(customer.pk), "email": customer.email}
 
 
 @pytest.mark.parametrize("customer_id", MALFORMED_IDS + UNKNOWN_IDS)
@@ -615,7 +602,7 @@ def test_subscription_put_sets_it_and_assigns_the_plan_kit(api, customer, pro, c
     assert {k: body[k] for k in expected} == expected
     subscription = Subscription.objects.get(customer=customer)
     assert body["id"] == subscription.pk
-    assert body["customerId"] == expected_id(customer)
+    assert body["customerId"] == json_id(customer.pk)
     assert body["currentPeriodStart"] == iso(period[0])
     assert body["cancelAtPeriodEnd"] is False
     assert body["seats"] == 1
