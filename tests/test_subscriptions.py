@@ -13,12 +13,12 @@ from billing_app.customers import services as customers
 from billing_app.entitlements import entitlement_for, version_of
 from billing_app.exceptions import Conflict, InvalidInput, NotFound, QuotaExceeded
 from billing_app.metering.services import usage_reserve
-from billing_app.models import BillingPeriod, KitAssignment, Seat, Subscription
+from billing_app.models import BillingPeriod, Seat, Subscription
 from billing_app.periods import add_months
 from billing_app.subscriptions import services as subscriptions
 
 from .factories import AccountKitFactory, PlanFactory, UserFactory
-from .utils import error_fields, holders
+from .utils import error_fields, holders, subscription_state
 
 pytestmark = pytest.mark.django_db
 
@@ -36,13 +36,6 @@ def periods(customer) -> list[tuple]:
         .order_by("start")
         .values_list("start", "end", "plan__key", "source", "end_reason")
     )
-
-
-def state(customer) -> tuple:
-    """Everything subscription_set writes for a customer, to prove a refusal wrote none."""
-    subscription = Subscription.objects.filter(customer=customer).values().first()
-    kit = KitAssignment.objects.filter(customer=customer).values_list("kit_id", flat=True).first()
-    return subscription, kit, periods(customer), version_of(customer.pk)
 
 
 @pytest.fixture
@@ -274,7 +267,7 @@ def failing_kit_assign(**kwargs):
 
 def test_subscription_periods_and_kit_change_in_one_transaction(customer, pro, free, monkeypatch):
     subscriptions.subscription_set(customer=customer, plan_key="free", status="active")
-    before = state(customer)
+    before = subscription_state(customer)
 
     monkeypatch.setattr(subscriptions, "kit_assign", failing_kit_assign)
     with pytest.raises(RuntimeError, match="kit assignment failed"):
@@ -282,7 +275,7 @@ def test_subscription_periods_and_kit_change_in_one_transaction(customer, pro, f
             customer=customer, plan_key="pro", status="past_due", stripe_customer_id="cus_9"
         )
 
-    assert state(customer) == before
+    assert subscription_state(customer) == before
     assert customers_selectors.kit_of(customer=customer) == free.account_kit
 
 
@@ -319,14 +312,14 @@ def test_subscription_set_refuses_bad_input_and_changes_nothing(customer, pro, f
         current_period_end=FEB_1,
         at=JAN_10,
     )
-    before = state(customer)
+    before = subscription_state(customer)
     arguments = {"plan_key": "pro", "status": "past_due", "stripe_customer_id": "cus_2"} | fields
 
     with pytest.raises(InvalidInput) as excinfo:
         subscriptions.subscription_set(customer=customer, at=JAN_20, **arguments)
 
     assert error_fields(excinfo) == {field}
-    assert state(customer) == before
+    assert subscription_state(customer) == before
 
 
 def test_a_refused_first_subscription_creates_nothing(customer, pro):
@@ -399,10 +392,10 @@ def test_reactivate_refuses_when_nothing_is_pending_or_live(customer, pro):
         subscriptions.subscription_reactivate_here(customer=customer)  # nothing pending
 
     subscriptions.subscription_cancel_here(customer=customer, when="now", at=JAN_10)
-    before = state(customer)
+    before = subscription_state(customer)
     with pytest.raises(Conflict):
         subscriptions.subscription_reactivate_here(customer=customer)  # ended
-    assert state(customer) == before
+    assert subscription_state(customer) == before
 
 
 def test_cancel_refuses_when_nothing_is_live(customer, pro):

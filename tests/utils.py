@@ -8,8 +8,18 @@ from typing import Any
 import pytest
 
 from billing_app.conf import customer_model
+from billing_app.entitlements import version_of
 from billing_app.exceptions import InvalidInput
-from billing_app.models import AccountKit, Plan, PlanFeature, PlanQuota, Seat
+from billing_app.models import (
+    AccountKit,
+    BillingPeriod,
+    KitAssignment,
+    Plan,
+    PlanFeature,
+    PlanQuota,
+    Seat,
+    Subscription,
+)
 
 
 def error_fields(excinfo: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
@@ -84,3 +94,12 @@ def holders(subscription_id: Any) -> set[Any]:
     """The ids of the users holding the subscription's seats."""
     seats = Seat.objects.filter(subscription_id=subscription_id)
     return set(seats.values_list("grantee_id", flat=True))
+
+
+def subscription_state(customer: Any) -> tuple:
+    """Everything subscription_set writes for a customer (its subscription, kit, billing
+    periods and entitlement version), to prove a refusal wrote none of it."""
+    subscription = Subscription.objects.filter(customer=customer).values().first()
+    kit = KitAssignment.objects.filter(customer=customer).values_list("kit_id", flat=True).first()
+    periods = list(BillingPeriod.objects.filter(customer=customer).order_by("start").values())
+    return subscription, kit, periods, version_of(customer.pk)

@@ -34,7 +34,15 @@ from billing_app.models import (
 from billing_app.subscriptions import services as subscriptions
 
 from ..factories import AccountKitFactory, CustomerFactory, PlanFactory, UserFactory
-from ..utils import assert_field_error, customers_count, iso, json_id, kit_state, plan_state
+from ..utils import (
+    assert_field_error,
+    customers_count,
+    iso,
+    json_id,
+    kit_state,
+    plan_state,
+    subscription_state,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,13 +55,6 @@ UNKNOWN_IDS = ["999999", str(uuid.uuid4())]
 # str.isdigit() accepts these (superscript two, Arabic-Indic one, three-four, NKo one);
 # none is a kit's id.
 NON_ASCII_DIGITS = ["\u00b2", "\u0661", "\u0663\u0664", "\u07c1"]
-
-
-def subscription_state(customer) -> tuple:
-    subscription = Subscription.objects.filter(customer=customer).values().first()
-    kit = KitAssignment.objects.filter(customer=customer).values_list("kit_id", flat=True).first()
-    periods = list(BillingPeriod.objects.filter(customer=customer).order_by("start").values_list())
-    return subscription, kit, periods
 
 
 def everything() -> tuple:
