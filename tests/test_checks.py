@@ -14,7 +14,7 @@ from billing_app import checks as billing_checks
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 7)}
+BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 9)}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -54,6 +54,10 @@ def test_explicit_good_settings_pass_every_check():
         ("BILLING_PAST_DUE_GRACE", 3, "billing_app.E004"),
         ("BILLING_LATE_USAGE_WINDOW", "35 days", "billing_app.E004"),
         ("BILLING_CHANGE_PLAN_USAGE", "keep", "billing_app.E006"),
+        ("BILLING_CUSTOMER_MODEL", "billing.Nowhere", "billing_app.E007"),
+        ("BILLING_CUSTOMER_MODEL", "Organization", "billing_app.E007"),
+        # An installed model, but not the one dj-stripe bills.
+        ("BILLING_CUSTOMER_MODEL", "auth.Group", "billing_app.E008"),
     ],
 )
 def test_a_bad_setting_fires_its_check(setting, value, check_id):
@@ -64,6 +68,19 @@ def test_a_bad_setting_fires_its_check(setting, value, check_id):
     assert error.level == checks.ERROR
     assert error.hint
     assert setting in error.msg
+
+
+def test_dj_stripe_must_bill_the_same_model():
+    with override_settings(DJSTRIPE_SUBSCRIBER_MODEL="auth.Group"):
+        errors = billing_errors()
+    assert [e.id for e in errors] == ["billing_app.E008"]
+    assert "DJSTRIPE_SUBSCRIBER_MODEL" in errors[0].msg
+
+
+def test_model_labels_compare_without_case():
+    label = getattr(settings, "DJSTRIPE_SUBSCRIBER_MODEL", settings.AUTH_USER_MODEL)
+    with override_settings(BILLING_CUSTOMER_MODEL=label.lower()):
+        assert billing_errors() == []
 
 
 def test_both_bad_durations_are_reported():

@@ -48,3 +48,13 @@ def test_create_operator_key_refuses_an_empty_name_cleanly():
     with pytest.raises(CommandError):
         run("--name", "")
     assert not OperatorKey.objects.exists()
+
+
+@pytest.mark.parametrize("option", ["--customer", "--user"])
+@pytest.mark.parametrize(
+    "customer_id", ["999999", "abc", str(2**128 - 1), "12345678-1234-1234-1234-12345678901z"]
+)
+def test_sync_subscriptions_of_an_unknown_customer_is_a_command_error(option, customer_id):
+    # Refused before Stripe is asked anything: no stand-in is running here.
+    with pytest.raises(CommandError, match="No customer"):
+        call_command("billing_sync_subscriptions", option, customer_id, stdout=StringIO())

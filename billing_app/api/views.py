@@ -223,10 +223,25 @@ class SeatsView(OperatorAPIView):
     @extend_schema(request=s.SeatOperationSerializer(many=True), responses=s.SeatsSerializer)
     def put(self, request: Request, subscription_id: str) -> Response:
         serializer = s.SeatOperationSerializer(data=request.data, many=True, max_length=100)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            raise ValidationError(_operation_errors(serializer.errors))
         operations = [s.snake_case(dict(operation)) for operation in serializer.validated_data]
         subscriptions.seats_manage(subscription_id=subscription_id, operations=operations)
         return self._answer(subscription_id)
+
+
+def _operation_errors(errors: Any) -> Any:
+    """DRF keys a list's errors by item index (or lists them): name them as
+    ``seats_manage`` does, ``operations.<index>.<field>``."""
+    items = errors.items() if isinstance(errors, dict) else enumerate(errors)
+    named: dict[Any, Any] = {}
+    for index, fields in items:
+        if not isinstance(index, int):
+            named[index] = fields  # about the whole body: not a list, too long
+            continue
+        for field, messages in (fields or {}).items():
+            named[f"operations.{index}.{field}"] = messages
+    return named
 
 
 class UsageView(OperatorAPIView):

@@ -39,11 +39,13 @@ def account_kit_upsert(
             check_count("primitives", rate, what=f"{primitive}: ratePerMinute", maximum=MAX_INT)
         checked[primitive] = rate
 
+    # Checked before get_or_create writes the row: PostgreSQL refuses a key too long for
+    # its column with a DataError, not a field error.
+    full_clean(AccountKit(key=key, name=name))
     kit, created = AccountKit.objects.select_for_update().get_or_create(
         key=key, defaults={"name": name}
     )
     kit.name = name
-    full_clean(kit)
     kit.save()
     if primitives is not None:
         kit.primitives.exclude(primitive__in=checked).delete()

@@ -94,7 +94,7 @@ def subscription_set(
     plan_changed = not starts and subscription.plan_id != plan.pk
 
     if starts:
-        start = started_at if started_at not in (UNSET, None) else (given[0] if given else at)
+        start = started_at if started_at not in (UNSET, None) else ((given and given[0]) or at)
         subscription.started_at = start
         subscription.billing_cycle_anchor = (
             billing_cycle_anchor if billing_cycle_anchor not in (UNSET, None) else start
