@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
+from django.utils import timezone
 
 from .conf import billing_settings
 from .models import (
@@ -30,6 +31,7 @@ from .models import (
     EntitlementVersion,
     KitAssignment,
     Plan,
+    QuotaGrant,
     Subscription,
     SubscriptionStatus,
 )
@@ -71,6 +73,8 @@ class Entitlement:
     inactive: str | None = None
     # A past_due customer keeps its quotas until then.
     grace_until: datetime | None = None
+    # One-off increases an operator granted: (primitive, window start) -> extra units.
+    grants: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
 
     def window(self, at: datetime) -> Window:
         return window_for(
@@ -81,13 +85,26 @@ class Entitlement:
             restart=self.restart,
         )
 
-    def quota(self, primitive: str) -> Quota | None:
-        """The primitive's quota; None when it is unlimited."""
-        return self.quotas.get(primitive)
-
-    def limit(self, primitive: str) -> int | None:
+    def quota(self, primitive: str, window: Window) -> Quota | None:
+        """The primitive's quota in ``window`` (grants included); None when unlimited."""
         quota = self.quotas.get(primitive)
+        extra = self.grants.get((primitive, window.start), 0)
+        if quota is None or not extra:
+            return quota
+        return Quota(quota.limit + extra, quota.billed)
+
+    def limit(self, primitive: str, at: datetime | None = None) -> int | None:
+        """The primitive's limit in the window of ``at`` (now); None when unlimited."""
+        quota = self.quota(primitive, self.window(at or timezone.now()))
         return None if quota is None else quota.limit
+
+    def limits(self, window: Window) -> dict[str, int]:
+        """Every quota'd primitive's limit in ``window``."""
+        return {
+            primitive: quota.limit
+            for primitive in self.quotas
+            if (quota := self.quota(primitive, window)) is not None
+        }
 
     def rate(self, primitive: str) -> int | None:
         return self.kit.get(primitive) if self.kit else None
@@ -177,6 +194,11 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
         else:
             plan = fallback
     seats = subscription.seats
+    grants: dict[tuple[str, datetime], int] = {}
+    for primitive, start, amount in QuotaGrant.objects.filter(
+        customer_id=customer_id, window_end__gt=timezone.now()
+    ).values_list("primitive", "window_start", "amount"):
+        grants[(primitive, start)] = grants.get((primitive, start), 0) + amount
     return Entitlement(
         customer_id=customer_id,
         version=version,
@@ -195,6 +217,7 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
         seats=seats,
         inactive=inactive,
         grace_until=grace_until,
+        grants=grants,
     )
 
 

@@ -9,11 +9,12 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.utils import timezone
 
 from ..conf import customer_is_user, customer_model
 from ..entitlements import entitlements_changed
 from ..exceptions import InvalidInput
-from ..models import AccountKit, KitAssignment, OperatorKey, TenantToken
+from ..models import AccountKit, KitAssignment, OperatorKey, QuotaGrant, TenantToken
 from ..validation import invalid
 
 
@@ -100,3 +101,33 @@ def kit_assign(*, customer: Any, kit: AccountKit | None) -> KitAssignment | None
         return None
     assignment, _ = KitAssignment.objects.update_or_create(customer=customer, defaults={"kit": kit})
     return assignment
+
+
+@transaction.atomic
+def quota_grant(
+    *, customer: Any, primitive: str, amount: int, reason: str, granted_by: Any = None
+) -> QuotaGrant:
+    """Raise ``customer``'s quota of ``primitive`` by ``amount`` for the quota window it is
+    in now, recorded with who granted it and why. It binds at once, as any change does."""
+    from ..entitlements import entitlement_for
+    from ..validation import check_count, check_primitive
+
+    check_primitive("primitive", primitive)
+    check_count("amount", amount, what="amount", minimum=1)
+    if not isinstance(reason, str) or not reason.strip():
+        raise invalid("reason", "Say why the quota is raised.")
+    entitlement = entitlement_for(customer_id=customer.pk, fresh=True)
+    if entitlement.quota(primitive, entitlement.window(timezone.now())) is None:
+        raise invalid("primitive", f"The customer's plan sets no quota of {primitive}.")
+    window = entitlement.window(timezone.now())
+    grant = QuotaGrant.objects.create(
+        customer=customer,
+        primitive=primitive,
+        window_start=window.start,
+        window_end=window.end,
+        amount=amount,
+        reason=reason.strip(),
+        granted_by=granted_by,
+    )
+    entitlements_changed(customer_ids=[customer.pk])
+    return grant

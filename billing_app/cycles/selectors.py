@@ -17,7 +17,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ..conf import billing_settings
-from ..models import BillingPeriod, Subscription, UsageEvent, UsageRecord
+from ..models import BillingPeriod, QuotaGrant, Subscription, UsageEvent, UsageRecord
 
 Usage = dict[str, dict[str, Any]]
 
@@ -31,9 +31,16 @@ def quotas_of(period: BillingPeriod, seats: int) -> dict[str, int]:
 
 
 def usage_between(
-    *, customer_id: Any, start: datetime, end: datetime, quotas: Mapping[str, int | None]
+    *,
+    customer_id: Any,
+    start: datetime,
+    end: datetime,
+    quotas: Mapping[str, int | None],
+    grants: Mapping[tuple[str, datetime], int] | None = None,
 ) -> Usage:
-    """Per primitive, the used quantity, quota and overage of ``[start, end)``."""
+    """Per primitive, the used quantity, quota and overage of ``[start, end)``. A quota
+    window with a grant (a one-off increase) counts overage past the raised quota."""
+    grants = grants or {}
     events = UsageEvent.objects.filter(customer_id=customer_id)
     within = events.filter(occurred_at__gte=start, occurred_at__lt=end)
     usage: Usage = {
@@ -45,6 +52,10 @@ def usage_between(
         entry["used"] += row["used"]
         quota = entry["quota"]
         if quota is not None:
+            granted = grants.get((row["primitive"], row["window_start"]), 0)
+            if granted:
+                entry["granted"] = entry.get("granted", 0) + granted
+            quota += granted
             before = (
                 events.filter(
                     primitive=row["primitive"],
@@ -65,7 +76,18 @@ def period_usage(period: BillingPeriod, *, until: datetime | None = None) -> Usa
         start=period.start,
         end=end,
         quotas=quotas_of(period, seats.first() or 1),
+        grants=grants_of(period.customer_id),
     )
+
+
+def grants_of(customer_id: Any) -> dict[tuple[str, datetime], int]:
+    grants: dict[tuple[str, datetime], int] = {}
+    rows = QuotaGrant.objects.filter(customer_id=customer_id).values_list(
+        "primitive", "window_start", "amount"
+    )
+    for primitive, start, amount in rows:
+        grants[(primitive, start)] = grants.get((primitive, start), 0) + amount
+    return grants
 
 
 def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, Any]]:
@@ -101,6 +123,7 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
                 billed[key]["used"] += adjustment["used"]
                 billed[key]["overage"] += adjustment["overage"]
     adjustments = []
+    grants = grants_of(customer_id)
     for record in sorted(records, key=lambda r: r.period.start):
         quotas = {p: entry["quota"] for p, entry in record.usage.items()}
         now = usage_between(
@@ -108,6 +131,7 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
             start=record.period.start,
             end=record.period.end,
             quotas=quotas,
+            grants=grants,
         )
         for primitive, entry in sorted(now.items()):
             was = billed.get((record.pk, primitive), {"used": 0, "overage": 0})

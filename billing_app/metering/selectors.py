@@ -47,6 +47,6 @@ def usage_rollup(*, customer_id: Any, at: datetime | None = None) -> UsageRollup
     return UsageRollup(
         entitlement=entitlement,
         window=window,
-        quotas={primitive: quota.limit for primitive, quota in entitlement.quotas.items()},
+        quotas=entitlement.limits(window),
         usage=dict(counters_of(customer_id, window.start)),
     )

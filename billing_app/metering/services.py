@@ -84,7 +84,7 @@ def usage_reserve(
             entitlement = entitlement_for(customer_id=customer_id, fresh=True)
             continue
         window = entitlement.window(at)
-        quota = entitlement.quota(primitive)
+        quota = entitlement.quota(primitive, window)
         attempt = ledger.reserve(
             ledger.Request(
                 customer_id=customer_id,
@@ -226,7 +226,7 @@ def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check
     entitlement = entitlement_for(customer_id=customer_id, fresh=True)
     window = entitlement.window(now)
     used = ledger.used_in(customer_id=customer_id, primitive=primitive, window=window)
-    quota = entitlement.quota(primitive)
+    quota = entitlement.quota(primitive, window)
     limit = quota.limit if quota else None
     remaining = None if limit is None else max(0, limit - used)
     reason = None
@@ -305,7 +305,7 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
             if status == "created"
             and (i.customer_id, i.primitive, i.window) == (customer_id, primitive, window)
         )
-        quota = entitlements[customer_id].quota(primitive)
+        quota = entitlements[customer_id].quota(primitive, window)
         if quota is not None:
             alerts.note(
                 customer_id=customer_id,

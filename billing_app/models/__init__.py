@@ -10,7 +10,7 @@ from .catalog import (
     PrimitiveField,
     validate_primitive,
 )
-from .customers import EntitlementVersion, KitAssignment, OperatorKey, TenantToken
+from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
 from .cycles import UsageRecord
 from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
 from .outbox import OutboxMessage
@@ -39,6 +39,7 @@ __all__ = [
     "PlanQuota",
     "PrimitiveField",
     "Problem",
+    "QuotaGrant",
     "RateCounter",
     "Seat",
     "Subscription",

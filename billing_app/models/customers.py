@@ -10,7 +10,7 @@ from rest_framework_api_key.crypto import KeyGenerator
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
 from ..conf import customer_model_label
-from .catalog import AccountKit
+from .catalog import AccountKit, PrimitiveField
 
 CUSTOMER_MODEL = customer_model_label()
 
@@ -40,6 +40,29 @@ class KitAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer}: {self.kit}"
+
+
+class QuotaGrant(models.Model):
+    """A one-off increase of a customer's quota of one primitive for one quota window,
+    granted by an operator: who, how much, and why."""
+
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    primitive = PrimitiveField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    amount = models.PositiveBigIntegerField()
+    reason = models.TextField()
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    granted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-granted_at"]
+        indexes = [models.Index(fields=["customer", "window_end"], name="billing_grant_window_idx")]
+
+    def __str__(self) -> str:
+        return f"+{self.amount} {self.primitive} for {self.customer}"
 
 
 class PrefixedKeyGenerator(KeyGenerator):
