@@ -75,6 +75,8 @@ class Entitlement:
     grace_until: datetime | None = None
     # One-off increases an operator granted: (primitive, window start) -> extra units.
     grants: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
+    # What one unit of a primitive costs in credits; a primitive not here draws none.
+    credit_costs: Mapping[str, int] = field(default_factory=dict)
 
     def window(self, at: datetime) -> Window:
         return window_for(
@@ -167,7 +169,7 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
     allowed = {p.primitive: p.rate_per_minute for p in kit.primitives.all()} if kit else None
     subscription = (
         Subscription.objects.select_related("plan")
-        .prefetch_related("plan__quotas", "plan__features")
+        .prefetch_related("plan__quotas", "plan__features", "plan__credit_costs")
         .filter(customer_id=customer_id)
         .first()
     )
@@ -218,6 +220,7 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
         inactive=inactive,
         grace_until=grace_until,
         grants=grants,
+        credit_costs={cost.primitive: cost.credits for cost in plan.credit_costs.all()},
     )
 
 
@@ -225,7 +228,9 @@ def _fallback_plan() -> Plan | None:
     key = billing_settings.FALLBACK_PLAN
     if not key:
         return None
-    return Plan.objects.prefetch_related("quotas", "features").filter(key=key).first()
+    return (
+        Plan.objects.prefetch_related("quotas", "features", "credit_costs").filter(key=key).first()
+    )
 
 
 # --- writing: the only writers of EntitlementVersion -----------------------------------

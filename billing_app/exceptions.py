@@ -108,6 +108,17 @@ class RateLimited(CallRefused):
     code = "too_many_requests"
 
 
+class InsufficientCredits(CallRefused):
+    """The call costs more credits than the customer has."""
+
+    code = "insufficient_credits"
+
+    def __init__(self, message: str, *, primitive: str, balance: int, cost: int) -> None:
+        super().__init__(message, primitive=primitive)
+        self.balance = balance
+        self.cost = cost
+
+
 class QuotaExceeded(CallRefused):
     """Over the plan's quota for the window."""
 

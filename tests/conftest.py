@@ -178,7 +178,23 @@ def ledger_mismatches():
         UsageEvent.objects.exclude(idempotency_key="").values_list("customer_id", "idempotency_key")
     )
     unpaired = sorted(keys ^ set(keyed), key=str) + [k for k in set(keyed) if keyed.count(k) > 1]
-    return mismatched + orphans + unpaired
+    return mismatched + orphans + unpaired + credit_mismatches()
+
+
+def credit_mismatches():
+    """Each credit balance equals the sum of its entries."""
+    from django.db.models import Sum
+
+    from billing_app.models import CreditBalance, CreditEntry
+
+    sums = dict(
+        CreditEntry.objects.values_list("customer_id").annotate(total=Sum("delta")).order_by()
+    )
+    return [
+        ("credits", row.customer_id, row.balance, sums.get(row.customer_id, 0))
+        for row in CreditBalance.objects.all()
+        if row.balance != sums.get(row.customer_id, 0)
+    ]
 
 
 # Stripe: a stand-in server on loopback (tests/stripe_stub.py) that dj-stripe and our code

@@ -16,6 +16,7 @@ from ..exceptions import (
     CallRefused,
     Conflict,
     CustomerRequired,
+    InsufficientCredits,
     InvalidInput,
     NotFound,
     NotPermitted,
@@ -35,6 +36,7 @@ STATUS: dict[type[BillingError], int] = {
     NotFound: 404,
     Conflict: 409,
     SubscriptionInactive: 402,
+    InsufficientCredits: 402,
     RateLimited: 429,
     StripeNotApplied: 202,
     StripeUnavailable: 502,
@@ -74,6 +76,8 @@ def body_of(error: BillingError) -> dict[str, Any]:
         }
         if error.limit is not None:
             body["usage"] = {"current": error.used, "limit": error.limit}
+        if isinstance(error, InsufficientCredits):
+            body["credits"] = {"balance": error.balance, "cost": error.cost}
         if error.resets_at is not None:
             body["resetsAt"] = error.resets_at.isoformat().replace("+00:00", "Z")
         return body

@@ -24,6 +24,7 @@ from ..entitlements import Entitlement, entitlement_for, entitlement_is_current
 from ..exceptions import (
     BillingError,
     CallRefused,
+    InsufficientCredits,
     InvalidInput,
     PrimitiveNotAllowed,
     QuotaExceeded,
@@ -32,6 +33,7 @@ from ..exceptions import (
 )
 from ..periods import Window, minute_window
 from . import alerts, ledger
+from .credits import credits_refresh
 from .ledger import Outcome, Reservation
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -85,6 +87,7 @@ def usage_reserve(
             continue
         window = entitlement.window(at)
         quota = entitlement.quota(primitive, window)
+        cost = entitlement.credit_costs.get(primitive) if enforce else None
         attempt = ledger.reserve(
             ledger.Request(
                 customer_id=customer_id,
@@ -95,6 +98,7 @@ def usage_reserve(
                 window=window,
                 limit=quota.limit if enforce and quota and not quota.billed else None,
                 rate=entitlement.rate(primitive) if enforce and live else None,
+                credits=None if cost is None else cost * quantity,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
             )
@@ -104,6 +108,18 @@ def usage_reserve(
             continue
         if attempt.outcome is Outcome.OVER_RATE:
             raise rate_refusal(primitive=primitive, rate=attempt.calls, now=now)
+        if attempt.outcome is Outcome.CREDITS_STALE:
+            credits_refresh(customer_id=customer_id, at=now)
+            continue
+        if attempt.outcome is Outcome.OVER_CREDITS:
+            assert cost is not None
+            raise InsufficientCredits(
+                f"{quantity} {primitive} costs {cost * quantity} credits; "
+                f"{attempt.balance} are left.",
+                primitive=primitive,
+                balance=attempt.balance,
+                cost=cost * quantity,
+            )
         if attempt.outcome is Outcome.OVER_QUOTA:
             assert quota is not None
             raise quota_refusal(
