@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from contextlib import nullcontext
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
