@@ -77,15 +77,22 @@ class Entitlement:
     grants: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
     # What one unit of a primitive costs in credits; a primitive not here draws none.
     credit_costs: Mapping[str, int] = field(default_factory=dict)
+    _windows: dict[str, Window] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def window(self, at: datetime) -> Window:
-        return window_for(
+        # Every call asks for the window of now: the last one answered holds until its end.
+        last = self._windows.get(billing_settings.TIME_ZONE)
+        if last is not None and last.start <= at < last.end:
+            return last
+        window = window_for(
             self.period,
             at,
             anchor=self.anchor,
             tz=billing_settings.TIME_ZONE,
             restart=self.restart,
         )
+        self._windows[billing_settings.TIME_ZONE] = window
+        return window
 
     def quota(self, primitive: str, window: Window) -> Quota | None:
         """The primitive's quota in ``window`` (grants included); None when unlimited."""

@@ -20,16 +20,17 @@ def setup(database_name: str) -> None:
     connections["default"].settings_dict["NAME"] = database_name
 
 
-def metered_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
-    """Call the demo's metered view until ``stop_at`` (wall clock), and put one
-    ``(started, finished, status, limit)`` per call on ``results``. ``limit`` is the quota
-    the answer says it was decided on (RateLimit-Policy), or None."""
+def metered_calls(database_name: str, token: str, stop: Any, stop_at: float, results: Any) -> None:
+    """Call the demo's metered view until ``stop`` is set (or ``stop_at``, wall clock, at
+    the latest), and put one ``(started, finished, status, limit)`` per call on
+    ``results``. ``limit`` is the quota the answer says it was decided on
+    (RateLimit-Policy), or None."""
     setup(database_name)
     from django.test import Client
 
     client = Client()
     calls = []
-    while time.time() < stop_at and len(calls) < 20_000:
+    while not stop.is_set() and time.time() < stop_at and len(calls) < 50_000:
         started = time.time()
         response = client.post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}")
         finished = time.time()

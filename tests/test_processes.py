@@ -25,19 +25,22 @@ WORKERS = 2
 
 
 def run_workers(token, seconds):
-    """Start the workers; answers a function that waits for them and returns every call."""
+    """Start the workers; answers a function that stops them and returns every call."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
+    stop = context.Event()
     stop_at = time.time() + seconds
     name = connection.settings_dict["NAME"]
     workers = [
-        context.Process(target=metered_calls, args=(name, token, stop_at, results))
+        context.Process(target=metered_calls, args=(name, token, stop, stop_at, results))
         for _ in range(WORKERS)
     ]
     for worker in workers:
         worker.start()
 
     def collect():
+        time.sleep(1)  # calls after the last change
+        stop.set()
         calls = [call for _ in workers for call in results.get(timeout=seconds + 60)[1]]
         for worker in workers:
             worker.join(timeout=30)
@@ -47,7 +50,7 @@ def run_workers(token, seconds):
     return collect
 
 
-def wait_until_calls_succeed(customer, count=20, timeout=30):
+def wait_until_calls_succeed(customer, count=20, timeout=90):
     """Every worker has cached the entitlement once a few calls have gone through."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -63,7 +66,7 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
     subscribe(customer, quotas={"seo": 100_000}, plan_key="big")
     catalog.plan_upsert(key="small", name="Small", quotas={"seo": 80_000})
     token = customers.tenant_token_issue(customer=customer)[1]
-    collect = run_workers(token, seconds=8)
+    collect = run_workers(token, seconds=180)
     wait_until_calls_succeed(customer)
 
     subscriptions.subscription_set(customer=customer, plan_key="small")

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -109,6 +109,7 @@ class Request:
     window: Window
     limit: int | None  # None: unlimited (or billed past it: overage)
     rate: int | None = None  # calls per minute, None: no rate limit
+    quota: int | None = None  # the quota to report, even when usage past it is billed
     credits: int | None = None  # what the use costs in credits, None: it draws none
     idempotency_key: str = ""
     fingerprint: str = ""
@@ -262,7 +263,7 @@ def _reserve_in_one_statement(request: Request) -> Attempt:
     # a savepoint keeps that transaction usable.
     guard = transaction.atomic() if in_transaction else nullcontext()
     try:
-        with guard, connection.cursor() as cursor:
+        with guard, _server_bound_cursor() as cursor:
             cursor.execute(statement, _params(request, timezone.now()))
             fresh, calls, used, balance, event_id, found, _ = cursor.fetchone()
     except DataError as error:
@@ -277,6 +278,21 @@ def _reserve_in_one_statement(request: Request) -> Attempt:
         return _refused_by_counter(request, found or 0)
     reservation = _reservation(request, event_id, used, in_transaction, balance)
     return Attempt(Outcome.RESERVED, reservation)
+
+
+@contextmanager
+def _server_bound_cursor() -> Iterator[Any]:
+    """A psycopg cursor that sends the parameters apart from the statement (server-side
+    binding) on Django's own connection, in its transaction state. Django's cursors bind
+    on the client, which for this statement's twenty parameters costs more client CPU than
+    the rest of a metered call; the statement is the same either way. It is not prepared,
+    so PgBouncer in transaction mode works. Django's execute wrappers and query log do not
+    see it."""
+    import psycopg  # only on PostgreSQL: the app does not require it
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 def _sqlstate(error: Exception) -> str | None:
@@ -400,6 +416,7 @@ def _reservation(
         in_transaction=in_transaction,
         credits=request.credits,
         balance=balance,
+        limit=request.quota,
     )
 
 

@@ -97,6 +97,7 @@ def usage_reserve(
                 occurred_at=at,
                 window=window,
                 limit=quota.limit if enforce and quota and not quota.billed else None,
+                quota=quota.limit if quota else None,
                 rate=entitlement.rate(primitive) if enforce and live else None,
                 credits=None if cost is None else cost * quantity,
                 idempotency_key=idempotency_key,
@@ -129,9 +130,11 @@ def usage_reserve(
                 limit=quota.limit,
                 window=window,
             )
-        assert attempt.reservation is not None
-        reservation = replace(attempt.reservation, limit=quota.limit if quota else None)
-        if attempt.outcome is Outcome.RESERVED and alert:
+        reservation = attempt.reservation
+        assert reservation is not None
+        if attempt.outcome is Outcome.DUPLICATE:
+            reservation = replace(reservation, limit=quota.limit if quota else None)
+        elif alert:
             usage_alert(reservation=reservation)
         return reservation
     raise BillingError("The customer's entitlement kept changing; try again.")
