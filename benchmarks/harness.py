@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+PY_SPY = str(ROOT / ".venv" / "bin" / "py-spy")
 SETTINGS = "benchmarks.settings"
 WORKERS = 2
 # PostgreSQL as production runs it: every commit durable. Printed by side_by_side.py.
@@ -93,7 +94,7 @@ def ensure_bench_extra() -> None:
         for name in ("gunicorn", "redis", "psycopg", "environ")
         if importlib.util.find_spec(name) is None
     ]
-    if not missing and os.access(GUNICORN, os.X_OK):
+    if not missing and all(os.access(tool, os.X_OK) for tool in (GUNICORN, PY_SPY)):
         return
     with open(ROOT / "pyproject.toml", "rb") as file:
         requirements = tomllib.load(file)["project"]["optional-dependencies"]["bench"]

@@ -17,6 +17,7 @@ Run from the repository root (installs what is missing; migrating takes about a 
 
 Options: --seconds 10 --warmup 2 --rounds 3 --connections 4 --threads 1 --workers 2
 --worker-class sync --cache redis --variants plain,plain_fn,... --json FILE
+--profile metered,plain_fn (after the rounds, one more run of each with py-spy on the workers)
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +259,109 @@ def smoke(port: int, token: str, variants: list[str]) -> dict[str, dict[str, int
     return counts
 
 
+# --- profile (--profile) ------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
+APP_CODE = ("billing_app/", "benchmarks/", "project/")
+
+
+def record_profile(variant: str, seconds: int, measure: Any) -> str:
+    """One more run of ``variant`` while py-spy samples every gunicorn worker; returns the
+    file of collapsed stacks (py-spy's raw format: flamegraph.pl, speedscope and inferno
+    read it)."""
+    assert harness.GUNICORN_PID is not None
+    handle, output = tempfile.mkstemp(prefix=f"billing-bench-profile-{variant}.", suffix=".txt")
+    os.close(handle)
+    spy = subprocess.Popen(
+        [
+            harness.PY_SPY,
+            "record",
+            "--pid",
+            str(harness.GUNICORN_PID),
+            "--subprocesses",
+            "--nonblocking",  # no pausing of the workers: the figures stay near the real ones
+            "--rate",
+            "200",
+            "--duration",
+            str(seconds),
+            "--format",
+            "raw",
+            "--output",
+            output,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # attached
+    measure(variant, seconds)
+    try:
+        _, errors = spy.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        sys.exit("py-spy did not finish")
+    if spy.returncode != 0 or not os.path.exists(output):
+        sys.exit(f"py-spy failed ({spy.returncode}): {errors.strip()[-1000:]}")
+    return output
+
+
+def _frames(path: str) -> Counter[tuple[str, ...]]:
+    """(file function, ...) per stack, root first, without py-spy's process frames."""
+    stacks: Counter[tuple[str, ...]] = Counter()
+    with open(path) as file:
+        for line in file:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            frames = []
+            for frame in stack.split(";"):
+                match = _FRAME.match(frame)
+                if match:
+                    frames.append(f"{match['file']} {match['function']}")
+            if frames and count.isdigit():
+                stacks[tuple(frames)] += int(count)
+    return stacks
+
+
+def _layer(frame: str) -> str:
+    """The package a frame's code belongs to: django and DRF by subpackage."""
+    parts = frame.split(" ", 1)[0].split("/")
+    if parts[0] in ("django", "rest_framework") and len(parts) > 2:
+        return "/".join(parts[:2])
+    if len(parts) == 1 or parts[0] == "":
+        return "(stdlib)"  # py-spy shortens the standard library's files to their name
+    return parts[0]
+
+
+def print_profiles(profiles: dict[str, str], figures: dict[str, dict[str, float]]) -> None:
+    """Where each profiled variant's app CPU goes: self time by package, and the app's own
+    functions (inclusive), in ms per response = share of samples x app CPU ms/resp."""
+    layers: dict[str, Counter[str]] = {}
+    for variant, path in profiles.items():
+        stacks = _frames(path)
+        total = sum(stacks.values()) or 1
+        per_sample = figures[variant]["app_ms"] / total
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        for frames, count in stacks.items():
+            own[_layer(frames[-1])] += count
+            for frame in set(frames):
+                if frame.startswith(APP_CODE):
+                    inclusive[frame] += count
+        layers[variant] = Counter({k: v * per_sample for k, v in own.items()})
+        print(
+            f"\nProfile of {variant} (py-spy, both workers, {total} samples; ms = share of "
+            f"samples x {figures[variant]['app_ms']:.3f} ms app CPU/resp): {path}"
+        )
+        print("  the app's own code, inclusive:")
+        for frame, count in inclusive.most_common(14):
+            print(f"    {100 * count / total:5.1f}%  {count * per_sample:6.3f} ms  {frame}")
+    names = list(layers)
+    print("\nSelf time by package, app CPU ms per response")
+    print("  package                 " + "".join(f"{name:>10s}" for name in names))
+    everything = sum((Counter(layer) for layer in layers.values()), Counter())
+    for layer, _ in everything.most_common(16):
+        print(f"  {layer:22s}  " + "".join(f"{layers[n][layer]:10.3f}" for n in names))
+
+
 # --- figures ----------------------------------------------------------------------------
 
 
@@ -395,11 +502,15 @@ def main() -> None:
     parser.add_argument("--cache", choices=["redis", "locmem"], default="redis")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--profile", default="", help="variants to profile with py-spy")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
+    profiled = [v for v in args.profile.split(",") if v]
+    unknown = (set(variants) | set(profiled)) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    if set(profiled) - set(variants):
+        parser.error("--profile: only variants that are measured (--variants)")
     # Bounded: at most 10 rounds of 2 minutes per variant, on loopback only.
     if not (1 <= args.seconds <= 120 and 0 <= args.warmup <= 30 and 1 <= args.rounds <= 10):
         parser.error("--seconds 1..120, --warmup 0..30, --rounds 1..10")
@@ -467,6 +578,10 @@ def main() -> None:
             )
         rounds.append(this_round)
     load_end = loadavg()
+    profiles = {}
+    for variant in profiled:
+        print(f"Profiling {variant} for {args.seconds} s (py-spy)...", flush=True)
+        profiles[variant] = record_profile(variant, args.seconds, measure)
 
     print("\nExactness (SQL, over every request sent, warm-up included)")
     passed, lines = check_exactness(tenant, charging, totals)
@@ -474,6 +589,8 @@ def main() -> None:
 
     figures = print_summary(variants, runs, rounds)
     print_targets(figures, rounds)
+    if profiles:
+        print_profiles(profiles, figures)
     print(f"\nLoad average: {load_start} at start, {load_end} at end")
     outside = max((run["outside"] for v in variants for run in runs[v]), default=0.0)
     print(
