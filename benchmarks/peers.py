@@ -89,25 +89,24 @@ def sfu_charge(*, user_id: Any, primitive: str, limit: int) -> int | None:
 
 def usage_by_primitive(*, user_id: Any) -> dict[str, dict[str, int]]:
     """Per primitive of the tenant: the sum of its counters, its event rows and the sum of
-    their quantities, over every window."""
+    their quantities, over every window. One statement, so one snapshot: a call that
+    commits meanwhile is in both sums or in neither."""
     counter = UsageCounter._meta.db_table
     event = UsageEvent._meta.db_table
-    found: dict[str, dict[str, int]] = {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT primitive, sum(used) FROM {counter} WHERE user_id = %s GROUP BY primitive",
-            [user_id],
+            "WITH c AS ("
+            f" SELECT primitive, sum(used) AS used FROM {counter} WHERE user_id = %(user)s"
+            " GROUP BY primitive),"
+            " e AS ("
+            " SELECT primitive, count(*) AS events, sum(quantity) AS quantity"
+            f" FROM {event} WHERE user_id = %(user)s GROUP BY primitive)"
+            " SELECT coalesce(c.primitive, e.primitive), coalesce(c.used, 0),"
+            " coalesce(e.events, 0), coalesce(e.quantity, 0)"
+            " FROM c FULL OUTER JOIN e ON c.primitive = e.primitive",
+            {"user": user_id},
         )
-        for primitive, used in cursor.fetchall():
-            found.setdefault(primitive, {"counter": 0, "events": 0, "quantity": 0})
-            found[primitive]["counter"] = int(used)
-        cursor.execute(
-            f"SELECT primitive, count(*), sum(quantity) FROM {event} WHERE user_id = %s"
-            " GROUP BY primitive",
-            [user_id],
-        )
-        for primitive, events, quantity in cursor.fetchall():
-            found.setdefault(primitive, {"counter": 0, "events": 0, "quantity": 0})
-            found[primitive]["events"] = int(events)
-            found[primitive]["quantity"] = int(quantity)
-    return found
+        return {
+            primitive: {"counter": int(used), "events": int(events), "quantity": int(quantity)}
+            for primitive, used, events, quantity in cursor.fetchall()
+        }

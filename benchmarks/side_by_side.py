@@ -385,7 +385,14 @@ def check_exactness(
     read) are charged but not 2xx: at most sent - responses of them."""
     from benchmarks import peers
 
+    # The requests wrk cut off may still be running: wait (a few seconds at most) until
+    # nothing changes, so that the figures below are final.
     usage = peers.usage_by_primitive(user_id=tenant.pk)
+    for _ in range(20):
+        time.sleep(0.5)
+        usage, before = peers.usage_by_primitive(user_id=tenant.pk), usage
+        if usage == before:
+            break
     lines, passed = [], True
     for variant, primitive in charging.items():
         found = usage.get(primitive, {"counter": 0, "events": 0, "quantity": 0})
