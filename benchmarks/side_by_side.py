@@ -18,6 +18,7 @@ Run from the repository root (installs what is missing; migrating takes about a 
 Options: --seconds 10 --warmup 2 --rounds 3 --connections 4 --threads 1 --workers 2
 --worker-class sync --cache redis --variants plain,plain_fn,... --json FILE
 --profile metered,plain_fn (after the rounds, one more run of each with py-spy on the workers)
+--nice -10 (as root: the servers and wrk ahead of other work on a shared machine)
 """
 
 from __future__ import annotations
@@ -514,6 +515,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--profile", default="", help="variants to profile with py-spy")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the servers and wrk (inherited from this script); a negative one "
+        "(root) keeps other work on a shared machine from moving the figures",
+    )
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     profiled = [v for v in args.profile.split(",") if v]
@@ -528,6 +536,11 @@ def main() -> None:
     if not (1 <= args.threads <= args.connections <= 256):
         parser.error("1 <= --threads <= --connections <= 256")
 
+    if args.nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+        except PermissionError:
+            parser.error("--nice below 0 needs root")
     load_start = loadavg()
     wrk = harness.ensure_debian_package("wrk", "wrk")
     redis_url = harness.start_redis() if args.cache == "redis" else None
@@ -546,6 +559,8 @@ def main() -> None:
         f"{args.connections} connections, on 127.0.0.1:{port}; {args.warmup} s warm-up per "
         f"variant, then {args.rounds} rounds x {args.seconds} s per variant, order rotated"
     )
+    if args.nice:
+        machine.append(f"Niceness {args.nice} for the servers, wrk and this script (--nice)")
     print("\n".join(machine))
     print(f"Load average at start: {load_start}", flush=True)
 
