@@ -462,22 +462,31 @@ def print_summary(
             "db_ms": per_response_ms(measured, "db"),
             "redis_ms": per_response_ms(measured, "redis"),
             "wrk_ms": per_response_ms(measured, "wrk"),
+            "served_ms": sum(per_response_ms(measured, part) for part in ("app", "db", "redis")),
             "not_2xx": sum(
                 run["other"] + sum(run["errors"][k] for k in ("connect", "read", "write"))
                 for run in measured
             ),
         }
+    # What the ratio to the floor would be on a machine the servers saturate alone: the
+    # floor's CPU per response over the variant's. Other work moves it far less than req/s.
+    for variant in variants:
+        floor = figures.get("floor", {}).get("served_ms")
+        figures[variant]["cpu_x_floor"] = (
+            floor / figures[variant]["served_ms"] if floor and figures[variant]["served_ms"] else 0
+        )
     print(
         "\nvariant      req/s  spread  x floor  p50 ms  p99 ms   app CPU    db CPU  "
-        "redis CPU  non-2xx\n"
+        "redis CPU  x floor  non-2xx\n"
         "                                                       ms/resp   ms/resp    ms/resp"
+        "  by CPU"
     )
     for variant in variants:
         f = figures[variant]
         print(
             f"{variant:9s} {f['rps']:8.1f}  {100 * f['spread']:5.1f}%  {f['x_floor']:7.3f}"
             f"  {f['p50_ms']:6.2f}  {f['p99_ms']:6.2f}  {f['app_ms']:8.3f}  {f['db_ms']:8.3f}"
-            f"  {f['redis_ms']:9.3f}  {f['not_2xx']:7.0f}"
+            f"  {f['redis_ms']:9.3f}  {f['cpu_x_floor']:7.3f}  {f['not_2xx']:7.0f}"
         )
     return figures
 
@@ -506,6 +515,14 @@ def print_targets(
     ratio("metered", "floor", "@metered / floor", RATIO_TARGET)
     ratio("mixin", "floor", "MeteredMixin / floor", RATIO_TARGET)
     ratio("metered", "sfu", "@metered / sfu", SFU_TARGET)
+    if all(v in figures for v in ("metered", "mixin", "floor", "sfu")):
+        served = {v: figures[v]["served_ms"] for v in ("metered", "mixin", "floor", "sfu")}
+        print(
+            "  by CPU per response (app + db + redis), for comparison: "
+            f"@metered / floor {served['floor'] / served['metered']:.3f}, "
+            f"MeteredMixin / floor {served['floor'] / served['mixin']:.3f}, "
+            f"@metered / sfu {served['sfu'] / served['metered']:.3f}"
+        )
     print("  app CPU ms per call over the unmetered view of the same kind:")
     overhead("metered", "plain_fn", "@metered - plain_fn (function views)")
     overhead("mixin", "plain", "MeteredMixin - plain (DRF APIViews)")
