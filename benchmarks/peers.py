@@ -33,24 +33,24 @@ def _floor_sql() -> str:
     event = UsageEvent._meta.db_table
     return (
         "WITH c AS ("
-        f" INSERT INTO {counter} (user_id, primitive, window_start, window_end, used)"
+        f" INSERT INTO {counter} (customer_id, primitive, window_start, window_end, used)"
         " VALUES (%(user)s, %(primitive)s, date_trunc('month', now()),"
         "         date_trunc('month', now()) + interval '1 month', 1)"
-        " ON CONFLICT (user_id, primitive, window_start) DO UPDATE"
+        " ON CONFLICT (customer_id, primitive, window_start) DO UPDATE"
         f" SET used = {counter}.used + 1 WHERE {counter}.used + 1 <= %(limit)s"
         " RETURNING used, window_start),"
         " e AS ("
-        f" INSERT INTO {event} (user_id, primitive, quantity, occurred_at, recorded_at,"
-        " window_start, idempotency_key, fingerprint)"
-        " SELECT %(user)s, %(primitive)s, 1, now(), now(), c.window_start, '', '' FROM c)"
+        f" INSERT INTO {event} (customer_id, primitive, quantity, occurred_at, recorded_at,"
+        " window_start, idempotency_key)"
+        " SELECT %(user)s, %(primitive)s, 1, now(), now(), c.window_start, '' FROM c)"
         " SELECT used FROM c"
     )
 
 
-def floor_charge(*, user_id: Any, primitive: str, limit: int) -> int | None:
+def floor_charge(*, customer_id: Any, primitive: str, limit: int) -> int | None:
     """Charge one call; the counter after it, or None when the limit refuses it."""
     with connection.cursor() as cursor:
-        cursor.execute(_floor_sql(), {"user": user_id, "primitive": primitive, "limit": limit})
+        cursor.execute(_floor_sql(), {"user": customer_id, "primitive": primitive, "limit": limit})
         row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -66,20 +66,28 @@ def _month(now: datetime) -> tuple[datetime, datetime]:
     return start, (start + timedelta(days=32)).replace(day=1)
 
 
-def sfu_charge(*, user_id: Any, primitive: str, limit: int) -> int | None:
+def sfu_charge(*, customer_id: Any, primitive: str, limit: int) -> int | None:
     """Charge one call; the counter after it, or None when the limit refuses it."""
     now = timezone.now()
     start, end = _month(now)
     with transaction.atomic():
         counter, _ = UsageCounter.objects.select_for_update().get_or_create(
-            user_id=user_id, primitive=primitive, window_start=start, defaults={"window_end": end}
+            customer_id=customer_id,
+            primitive=primitive,
+            window_start=start,
+            defaults={"window_end": end},
         )
         if counter.used + 1 > limit:
             return None
         counter.used += 1
         counter.save(update_fields=["used"])
         UsageEvent.objects.create(
-            user_id=user_id, primitive=primitive, quantity=1, occurred_at=now, window_start=start
+            customer_id=customer_id,
+            primitive=primitive,
+            quantity=1,
+            occurred_at=now,
+            recorded_at=now,
+            window_start=start,
         )
     return counter.used
 
@@ -87,7 +95,7 @@ def sfu_charge(*, user_id: Any, primitive: str, limit: int) -> int | None:
 # --- exactness checks (side_by_side.py, after the rounds) ----------------------------------
 
 
-def usage_by_primitive(*, user_id: Any) -> dict[str, dict[str, int]]:
+def usage_by_primitive(*, customer_id: Any) -> dict[str, dict[str, int]]:
     """Per primitive of the tenant: the sum of its counters, its event rows and the sum of
     their quantities, over every window. One statement, so one snapshot: a call that
     commits meanwhile is in both sums or in neither."""
@@ -96,15 +104,15 @@ def usage_by_primitive(*, user_id: Any) -> dict[str, dict[str, int]]:
     with connection.cursor() as cursor:
         cursor.execute(
             "WITH c AS ("
-            f" SELECT primitive, sum(used) AS used FROM {counter} WHERE user_id = %(user)s"
+            f" SELECT primitive, sum(used) AS used FROM {counter} WHERE customer_id = %(user)s"
             " GROUP BY primitive),"
             " e AS ("
             " SELECT primitive, count(*) AS events, sum(quantity) AS quantity"
-            f" FROM {event} WHERE user_id = %(user)s GROUP BY primitive)"
+            f" FROM {event} WHERE customer_id = %(user)s GROUP BY primitive)"
             " SELECT coalesce(c.primitive, e.primitive), coalesce(c.used, 0),"
             " coalesce(e.events, 0), coalesce(e.quantity, 0)"
             " FROM c FULL OUTER JOIN e ON c.primitive = e.primitive",
-            {"user": user_id},
+            {"user": customer_id},
         )
         return {
             primitive: {"counter": int(used), "events": int(events), "quantity": int(quantity)}

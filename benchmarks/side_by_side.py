@@ -78,14 +78,16 @@ DISTURBED = 0.10
 
 def prepare_database(primitives: list[str], limit: int) -> tuple[Any, str]:
     """One tenant on a plan allowing ``limit`` of every primitive; (tenant, token)."""
-    from billing_app import services
+    from billing_app.catalog import services as catalog
+    from billing_app.customers import services as customers
+    from billing_app.subscriptions import services as subscriptions
 
-    services.plan_upsert(
+    catalog.plan_upsert(
         key="bench", name="Benchmark", quotas={primitive: limit for primitive in primitives}
     )
-    tenant = services.tenant_create(email="bench@example.com")
-    services.subscription_set(user=tenant, plan_key="bench", status="active")
-    _, token = services.tenant_token_issue(user=tenant, name="bench")
+    tenant = customers.customer_create(email="bench@example.com")
+    subscriptions.subscription_set(customer=tenant, plan_key="bench", status="active")
+    _, token = customers.tenant_token_issue(customer=tenant, name="bench")
     return tenant, token
 
 
@@ -408,10 +410,10 @@ def check_exactness(
 
     # The requests wrk cut off may still be running: wait (a few seconds at most) until
     # nothing changes, so that the figures below are final.
-    usage = peers.usage_by_primitive(user_id=tenant.pk)
+    usage = peers.usage_by_primitive(customer_id=tenant.pk)
     for _ in range(20):
         time.sleep(0.5)
-        usage, before = peers.usage_by_primitive(user_id=tenant.pk), usage
+        usage, before = peers.usage_by_primitive(customer_id=tenant.pk), usage
         if usage == before:
             break
     lines, passed = [], True

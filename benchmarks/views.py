@@ -81,7 +81,7 @@ def floor(request: HttpRequest) -> JsonResponse:
     if user is None:
         return _unauthenticated()
     primitive = PRIMITIVES["floor"]
-    used = peers.floor_charge(user_id=user.pk, primitive=primitive, limit=PEER_LIMIT)
+    used = peers.floor_charge(customer_id=user.pk, primitive=primitive, limit=PEER_LIMIT)
     return _charged(_answer(request, primitive), primitive, used)
 
 
@@ -92,7 +92,7 @@ def sfu(request: HttpRequest) -> JsonResponse:
     if user is None:
         return _unauthenticated()
     primitive = PRIMITIVES["sfu"]
-    used = peers.sfu_charge(user_id=user.pk, primitive=primitive, limit=PEER_LIMIT)
+    used = peers.sfu_charge(customer_id=user.pk, primitive=primitive, limit=PEER_LIMIT)
     return _charged(_answer(request, primitive), primitive, used)
 
 
