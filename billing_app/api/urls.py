@@ -1,13 +1,14 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import self_service_urls, views
+from . import credits, self_service_urls, views
 
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
     path("usage/events", views.UsageEventsView.as_view(), name="usage-events"),
     path("licenses/check", views.LicenseCheckView.as_view(), name="licenses-check"),
+    path("credit-packs", credits.CreditPackListView.as_view(), name="credit-packs"),
     path(
         "subscriptions/<str:subscription_id>/seats",
         views.SeatsView.as_view(),
@@ -48,6 +49,17 @@ endpoints = [
         name="user-usage-record-current",
     ),
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
+    path("users/<str:user_id>/billing/credits", credits.CreditsView.as_view(), name="user-credits"),
+    path(
+        "users/<str:user_id>/billing/credits/grants",
+        credits.CreditGrantView.as_view(),
+        name="user-credit-grants",
+    ),
+    path(
+        "users/<str:user_id>/billing/credits/ledger",
+        credits.CreditLedgerView.as_view(),
+        name="user-credit-ledger",
+    ),
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.

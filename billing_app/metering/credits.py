@@ -16,17 +16,19 @@ refuses to draw past it, and :func:`credits_refresh` brings the balance up to da
    cap into a new grant that lasts its rollover days.
 
 Refreshes and draws of one customer serialise on its balance row, so the allocation sees
-every draw that came before it.
+every draw that came before it. :func:`credits_state` computes the same without writing,
+for what is shown.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from ..models import (
@@ -34,16 +36,18 @@ from ..models import (
     CreditBalance,
     CreditEntry,
     CreditGrant,
+    CreditPack,
     PlanCredits,
     Subscription,
 )
-from ..validation import check_count, invalid
+from ..validation import check_count, full_clean, invalid
 
 logger = logging.getLogger(__name__)
 
 Source = CreditGrant.Source
 State = CreditGrant.State
 Kind = CreditEntry.Kind
+ORDER = ("priority", F("expires_at").asc(nulls_last=True), "effective_at", "pk")
 
 
 @transaction.atomic
@@ -74,11 +78,11 @@ def credits_grant(
     effective_at = effective_at or now
     if expires_at is not None and expires_at <= effective_at:
         raise invalid("expires_at", "A grant must expire after it takes effect.")
+    _balance_locked(customer_id)
     if source_ref:
         known = CreditGrant.objects.filter(source=source, source_ref=source_ref).first()
         if known is not None:
             return known
-    _balance_locked(customer_id)
     grant = CreditGrant.objects.create(
         customer_id=customer_id,
         amount=amount,
@@ -96,10 +100,56 @@ def credits_grant(
     return grant
 
 
+@transaction.atomic
+def credit_pack_upsert(
+    *,
+    key: str,
+    name: str,
+    credits: int,
+    stripe_price_id: str = "",
+    expires_after_days: int | None = None,
+    active: bool = True,
+) -> tuple[CreditPack, bool]:
+    check_count("credits", credits, what="credits", minimum=1)
+    pack, created = CreditPack.objects.select_for_update().get_or_create(
+        key=key, defaults={"name": name, "credits": credits}
+    )
+    pack.name, pack.credits, pack.active = name, credits, bool(active)
+    pack.stripe_price_id = stripe_price_id or ""
+    pack.expires_after_days = expires_after_days
+    full_clean(pack)
+    pack.save()
+    return pack, created
+
+
+# --- bringing a balance up to date -----------------------------------------------------
+
+
+@dataclass
+class Projection:
+    """A balance brought up to date in memory: what the refresh writes, and shows."""
+
+    balance: int
+    valid_until: datetime | None
+    grants: list[CreditGrant]
+    entries: list[tuple[int, str, datetime, CreditGrant]] = field(default_factory=list)
+    allocated_through: int = 0
+
+
 def credits_refresh(*, customer_id: Any, at: datetime | None = None) -> CreditBalance:
     """Bring the customer's balance up to date (see the module's docstring)."""
     with transaction.atomic():
         return _refresh(customer_id, at or timezone.now())
+
+
+def credits_state(*, customer_id: Any, at: datetime | None = None) -> Projection:
+    """The balance and the grants as a refresh now would make them, without writing."""
+    row = CreditBalance.objects.filter(customer_id=customer_id).first()
+    return _project(customer_id, row or CreditBalance(customer_id=customer_id), at)
+
+
+def balance_of(*, customer_id: Any) -> int:
+    return credits_state(customer_id=customer_id).balance
 
 
 def _balance_locked(customer_id: Any) -> CreditBalance:
@@ -108,109 +158,116 @@ def _balance_locked(customer_id: Any) -> CreditBalance:
 
 
 def _refresh(customer_id: Any, at: datetime) -> CreditBalance:
-    balance = _balance_locked(customer_id)
-    _allocate(balance)
+    row = _balance_locked(customer_id)
     _plan_grant_ensure(customer_id, at)
-    for grant in CreditGrant.objects.filter(
-        customer_id=customer_id, state=State.PENDING, effective_at__lte=at
-    ):
-        # One that has also run out starts here and expires below: no draw could use it.
-        grant.state, grant.remaining = State.ACTIVE, grant.amount
-        grant.save(update_fields=["state", "remaining", "updated_at"])
-        _entry(balance, grant.amount, Kind.GRANT, at=grant.effective_at, grant=grant)
-    for grant in CreditGrant.objects.filter(
-        customer_id=customer_id, state=State.ACTIVE, expires_at__lte=at
-    ):
-        _expire(balance, grant)
-    upcoming = [
-        grant.effective_at
-        for grant in CreditGrant.objects.filter(customer_id=customer_id, state=State.PENDING)
-    ] + [
-        grant.expires_at
-        for grant in CreditGrant.objects.filter(
-            customer_id=customer_id, state=State.ACTIVE, expires_at__isnull=False
+    projection = _project(customer_id, row, at, lock=True)
+    for grant in projection.grants:
+        if grant.pk is None:
+            grant.save()
+        else:
+            grant.save(update_fields=["state", "remaining", "expires_at", "updated_at"])
+    last = projection.allocated_through
+    for delta, kind, when, grant in projection.entries:
+        entry = CreditEntry.objects.create(
+            customer_id=customer_id, delta=delta, kind=kind, grant=grant, at=when
         )
-    ]
-    balance.valid_until = min(upcoming) if upcoming else None
-    balance.save(update_fields=["valid_until"])
-    return balance
-
-
-def _entry(
-    balance: CreditBalance, delta: int, kind: str, *, at: datetime, grant: CreditGrant | None
-) -> None:
-    entry = CreditEntry.objects.create(
-        customer_id=balance.customer_id, delta=delta, kind=kind, grant=grant, at=at
+        last = max(last, entry.pk)
+    CreditBalance.objects.filter(pk=row.pk).update(
+        balance=F("balance") + sum(delta for delta, *_ in projection.entries),
+        valid_until=projection.valid_until,
+        allocated_through=last,
     )
-    # Written by the refresh itself, and allocated already (to ``grant``).
-    balance.balance += delta
-    balance.allocated_through = max(balance.allocated_through, entry.pk)
-    CreditBalance.objects.filter(pk=balance.pk).update(
-        balance=F("balance") + delta, allocated_through=balance.allocated_through
-    )
+    row.refresh_from_db()
+    return row
 
 
-def _allocate(balance: CreditBalance) -> None:
-    """Allocate the draws and refunds since the last refresh to the active grants."""
+def _project(
+    customer_id: Any, row: CreditBalance, at: datetime | None, *, lock: bool = False
+) -> Projection:
+    at = at or timezone.now()
+    grants_query = CreditGrant.objects.filter(
+        customer_id=customer_id, state__in=[State.PENDING, State.ACTIVE]
+    ).order_by(*ORDER)
+    grants = list(grants_query.select_for_update() if lock else grants_query)
+    if not lock and (missing := _plan_grant_missing(customer_id, at)) is not None:
+        grants.append(missing)  # what the refresh would make
     new = CreditEntry.objects.filter(
-        customer_id=balance.customer_id,
-        pk__gt=balance.allocated_through,
-        kind__in=[Kind.DRAW, Kind.REFUND],
+        customer_id=customer_id, pk__gt=row.allocated_through, kind__in=[Kind.DRAW, Kind.REFUND]
     )
-    last = new.order_by("-pk").values_list("pk", flat=True).first()
-    if last is None:
-        return
-    net = -(new.aggregate(total=Sum("delta"))["total"] or 0)
-    grants = list(
-        CreditGrant.objects.select_for_update()
-        .filter(customer_id=balance.customer_id, state=State.ACTIVE)
-        .order_by("priority", F("expires_at").asc(nulls_last=True), "effective_at", "pk")
+    totals = new.aggregate(total=Sum("delta"), last=Max("pk"))
+    projection = Projection(
+        balance=row.balance,
+        valid_until=None,
+        grants=grants,
+        allocated_through=max(row.allocated_through, totals["last"] or 0),
     )
-    if net > 0:  # drawn: from the first grants on
-        for grant in grants:
-            taken = min(net, grant.remaining)
+    _allocate(customer_id, [g for g in grants if g.state == State.ACTIVE], -(totals["total"] or 0))
+    for grant in list(grants):
+        if grant.state == State.PENDING and grant.effective_at <= at:
+            # One that has also run out starts and expires here: no draw could use it.
+            grant.state, grant.remaining = State.ACTIVE, grant.amount
+            projection.entries.append((grant.amount, Kind.GRANT, grant.effective_at, grant))
+    for grant in list(grants):
+        if grant.state == State.ACTIVE and grant.expires_at is not None and grant.expires_at <= at:
+            _expire(projection, grant)
+    projection.balance += sum(delta for delta, *_ in projection.entries)
+    upcoming = [g.effective_at for g in projection.grants if g.state == State.PENDING] + [
+        g.expires_at
+        for g in projection.grants
+        if g.state == State.ACTIVE and g.expires_at is not None
+    ]
+    projection.valid_until = min(upcoming) if upcoming else None
+    return projection
+
+
+def _allocate(customer_id: Any, active: list[CreditGrant], consumed: int) -> None:
+    """``consumed`` credits (net of refunds) drawn since the last refresh, taken from the
+    active grants in their order; a net refund goes back to them, up to what each gave."""
+    if consumed >= 0:
+        for grant in active:
+            taken = min(consumed, grant.remaining)
             grant.remaining -= taken
-            net -= taken
-    else:  # refunded more than drawn: back to the first grants, up to what they gave
-        net = -net
-        for grant in grants:
-            back = min(net, grant.amount - grant.remaining)
+            consumed -= taken
+    else:
+        consumed = -consumed
+        for grant in active:
+            back = min(consumed, grant.amount - grant.remaining)
             grant.remaining += back
-            net -= back
-    if net:
+            consumed -= back
+    if consumed:
         logger.error(
             "Credits of customer %s could not be allocated to its grants (%s left).",
-            balance.customer_id,
-            net,
+            customer_id,
+            consumed,
         )
-    CreditGrant.objects.bulk_update(grants, ["remaining"])
-    balance.allocated_through = max(balance.allocated_through, last)
-    CreditBalance.objects.filter(pk=balance.pk).update(allocated_through=balance.allocated_through)
 
 
-def _expire(balance: CreditBalance, grant: CreditGrant) -> None:
+def _expire(projection: Projection, grant: CreditGrant) -> None:
+    assert grant.expires_at is not None
     left = grant.remaining
     grant.state, grant.remaining = State.EXPIRED, 0
-    grant.save(update_fields=["state", "remaining", "updated_at"])
-    assert grant.expires_at is not None
     if left:
-        _entry(balance, -left, Kind.EXPIRY, at=grant.expires_at, grant=grant)
+        projection.entries.append((-left, Kind.EXPIRY, grant.expires_at, grant))
     rolled = min(left, grant.rollover_cap)
     if rolled:
-        until = grant.expires_at + timedelta(days=grant.rollover_days or 0)
-        rollover = CreditGrant.objects.create(
+        rollover = CreditGrant(
             customer_id=grant.customer_id,
             amount=rolled,
             remaining=rolled,
             priority=grant.priority,
             effective_at=grant.expires_at,
-            expires_at=until if grant.rollover_days else None,
+            expires_at=(
+                grant.expires_at + timedelta(days=grant.rollover_days)
+                if grant.rollover_days
+                else None
+            ),
             source=Source.ROLLOVER,
             source_ref=f"grant:{grant.pk}",
             reason=f"Rolled over from grant {grant.pk}",
             state=State.ACTIVE,
         )
-        _entry(balance, rolled, Kind.GRANT, at=grant.expires_at, grant=rollover)
+        projection.grants.append(rollover)
+        projection.entries.append((rolled, Kind.GRANT, grant.expires_at, rollover))
 
 
 def _plan_grant_ensure(customer_id: Any, at: datetime) -> None:
@@ -223,21 +280,31 @@ def _plan_grant_ensure(customer_id: Any, at: datetime) -> None:
         if period is not None and period.end != grant.expires_at and period.end > at:
             grant.expires_at = period.end
             grant.save(update_fields=["expires_at", "updated_at"])
+    missing = _plan_grant_missing(customer_id, at)
+    if missing is not None:
+        missing.save()
+
+
+def _plan_grant_missing(customer_id: Any, at: datetime) -> CreditGrant | None:
+    """The plan grant of the period containing ``at`` when its plan gives credits and it
+    has not been made yet (unsaved), else None."""
     subscription = Subscription.objects.filter(customer_id=customer_id).first()
     if subscription is None or subscription.ended:
-        return
-    period = BillingPeriod.objects.filter(
-        customer_id=customer_id, start__lte=at, end__gt=at
-    ).first()
+        return None
+    period = (
+        BillingPeriod.objects.select_related("plan")
+        .filter(customer_id=customer_id, start__lte=at, end__gt=at)
+        .first()
+    )
     if period is None:
-        return
+        return None
     config = PlanCredits.objects.filter(plan_id=period.plan_id).first()
     if config is None or not config.per_period:
-        return
+        return None
     ref = f"period:{period.pk}"
     if CreditGrant.objects.filter(source=Source.PLAN, source_ref=ref).exists():
-        return
-    CreditGrant.objects.create(
+        return None
+    return CreditGrant(
         customer_id=customer_id,
         amount=config.per_period,
         priority=100,
@@ -249,8 +316,3 @@ def _plan_grant_ensure(customer_id: Any, at: datetime) -> None:
         source_ref=ref,
         reason=f"{period.plan.key}: credits of the period from {period.start:%Y-%m-%d}",
     )
-
-
-def balance_of(*, customer_id: Any) -> int:
-    row = CreditBalance.objects.filter(customer_id=customer_id).first()
-    return row.balance if row else 0
