@@ -28,6 +28,7 @@ from .conf import billing_settings
 from .models import (
     ENDED_STATUSES,
     AccountKit,
+    CreditBalance,
     EntitlementVersion,
     KitAssignment,
     Plan,
@@ -77,6 +78,9 @@ class Entitlement:
     grants: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
     # What one unit of a primitive costs in credits; a primitive not here draws none.
     credit_costs: Mapping[str, int] = field(default_factory=dict)
+    # The credits the active grants gave, and since when (for low-balance alerts).
+    credits_granted: int = 0
+    credits_granted_since: datetime | None = None
     _windows: dict[str, Window] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def window(self, at: datetime) -> Window:
@@ -228,7 +232,19 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
         grace_until=grace_until,
         grants=grants,
         credit_costs={cost.primitive: cost.credits for cost in plan.credit_costs.all()},
+        **_credits_granted(customer_id),
     )
+
+
+def _credits_granted(customer_id: Any) -> dict[str, Any]:
+    row = (
+        CreditBalance.objects.filter(customer_id=customer_id)
+        .values_list("granted", "granted_since")
+        .first()
+    )
+    if row is None:
+        return {}
+    return {"credits_granted": row[0], "credits_granted_since": row[1]}
 
 
 def _fallback_plan() -> Plan | None:

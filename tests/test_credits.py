@@ -249,3 +249,25 @@ def test_concurrent_calls_admit_exactly_what_the_balance_covers(rate):
 
         assert results.count(True) == 16  # floor(50 / 3)
         assert balance_of(customer_id=customer.pk) == 2
+
+
+def test_a_draw_that_takes_the_balance_low_alerts_once_per_threshold(
+    credit_plan, customer, django_capture_on_commit_callbacks
+):
+    from billing_app.signals import credit_balance_low
+
+    on_credits(customer)
+    credits_grant(customer_id=customer.pk, amount=10, source="manual", reason="x")
+    sent = []
+
+    def receive(sender, customer, threshold, balance, granted, **kwargs):
+        sent.append((threshold, balance, granted))
+
+    credit_balance_low.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            admitted(customer, 6)  # 10 -> 8 -> 6 -> 4 -> 2 -> 0, then refused
+    finally:
+        credit_balance_low.disconnect(receive)
+
+    assert sent == [(0.2, 2, 10), (0.0, 0, 10)]

@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
+from ..entitlements import entitlements_changed
 from ..models import (
     BillingPeriod,
     CreditBalance,
@@ -172,10 +173,17 @@ def _refresh(customer_id: Any, at: datetime) -> CreditBalance:
             customer_id=customer_id, delta=delta, kind=kind, grant=grant, at=when
         )
         last = max(last, entry.pk)
+    granted = sum(g.amount for g in projection.grants if g.state == State.ACTIVE)
+    changes: dict[str, Any] = {}
+    if projection.entries or granted != row.granted:
+        # The active grants changed: alerts count afresh, and entitlements say so.
+        changes = {"granted": granted, "granted_since": at}
+        entitlements_changed(customer_ids=[customer_id])
     CreditBalance.objects.filter(pk=row.pk).update(
         balance=F("balance") + sum(delta for delta, *_ in projection.entries),
         valid_until=projection.valid_until,
         allocated_through=last,
+        **changes,
     )
     row.refresh_from_db()
     return row

@@ -141,17 +141,28 @@ def usage_reserve(
 
 
 def usage_alert(*, reservation: Reservation) -> None:
-    """Send the usage alerts of the thresholds that a kept reservation crossed."""
-    if reservation.limit is None or reservation.duplicate:
+    """Send the usage and credit alerts of the thresholds that a kept reservation
+    crossed."""
+    if reservation.duplicate:
         return
-    alerts.note(
-        customer_id=reservation.customer_id,
-        primitive=reservation.primitive,
-        window=reservation.window,
-        before=reservation.used - reservation.quantity,
-        after=reservation.used,
-        limit=reservation.limit,
-    )
+    if reservation.limit is not None:
+        alerts.note(
+            customer_id=reservation.customer_id,
+            primitive=reservation.primitive,
+            window=reservation.window,
+            before=reservation.used - reservation.quantity,
+            after=reservation.used,
+            limit=reservation.limit,
+        )
+    if reservation.balance is not None and reservation.credits:
+        entitlement = entitlement_for(customer_id=reservation.customer_id)
+        alerts.credits_note(
+            customer_id=reservation.customer_id,
+            before=reservation.balance + reservation.credits,
+            after=reservation.balance,
+            granted=entitlement.credits_granted,
+            since=entitlement.credits_granted_since,
+        )
 
 
 def quota_refusal(

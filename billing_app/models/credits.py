@@ -128,6 +128,9 @@ class CreditBalance(models.Model):
     balance = models.BigIntegerField(default=0)
     valid_until = models.DateTimeField(null=True, blank=True)
     allocated_through = models.BigIntegerField(default=0)
+    # What the active grants gave, and since when: low-balance alerts count from these.
+    granted = models.BigIntegerField(default=0)
+    granted_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
