@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from django.db import DataError, connection, transaction
@@ -549,7 +549,7 @@ def ingest(
     now = adapt(timezone.now())
     tables = _tables()
     markers = [_marker(item) for item in items]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), _batch_cursor() as cursor:
         claimed = _claim_keys(cursor, items, markers, now)
         # Unkeyed events, and the first of each key this batch claimed.
         to_write, taken = [], set()
@@ -559,12 +559,13 @@ def ingest(
                 taken.add(marker)
         ids: dict[int, int] = {}
         if to_write:
+            db_ids = {c: customer_db_value(c) for c in {items[i].customer_id for i in to_write}}
             source, params = rows_source(
                 UsageEvent,
                 EVENT_COLUMNS,
                 [
                     (
-                        customer_db_value(items[i].customer_id),
+                        db_ids[items[i].customer_id],
                         items[i].primitive,
                         items[i].quantity,
                         adapt(items[i].occurred_at),
@@ -596,6 +597,13 @@ def ingest(
             same = first_fingerprint == item.fingerprint
             results.append(("duplicate" if same else "conflict", event_id))
     return results, after
+
+
+def _batch_cursor() -> Any:
+    """On PostgreSQL the batch's arrays go as parameters apart from the statement, in
+    psycopg's binary format: dumping thousands of timestamps as text costs more than the
+    insert."""
+    return _server_bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
 
 
 EVENT_COLUMNS = (
@@ -648,6 +656,8 @@ def _known_keys(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[in
     """The first event and fingerprint of keys recorded before this batch."""
     if not markers:
         return {}
+    if connection.vendor == "postgresql":
+        return _known_keys_joined(markers)
     customers = {c for c, _ in markers}
     keys = {k for _, k in markers}
     fingerprints = {
@@ -663,6 +673,24 @@ def _known_keys(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[in
         ).values_list("customer_id", "idempotency_key", "pk")
     }
     return {m: (events[m], fingerprints[m]) for m in markers}
+
+
+def _known_keys_joined(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+    """The same in one statement: the markers as two arrays, joined to keys and events."""
+    tables = _tables()
+    kind = _array_type(IdempotencyKey._meta.get_field("customer").db_type(connection) or "")
+    pk = _customer_pk()
+    customers = [pk.to_python(c) for c, _ in markers]
+    with _server_bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT k.customer_id, k.key, e.id, k.fingerprint "
+            f"FROM unnest(%b::{kind}[], %b::varchar[]) AS m (customer_id, key) "
+            f"JOIN {tables['keys']} k ON k.customer_id = m.customer_id AND k.key = m.key "
+            f"JOIN {tables['events']} e ON e.customer_id = k.customer_id "
+            "AND e.idempotency_key = k.key",
+            [customers, [k for _, k in markers]],
+        )
+        return {(str(c), k): (event_id, f) for c, k, event_id, f in cursor.fetchall()}
 
 
 def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Window], int]:
@@ -704,14 +732,14 @@ def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Wi
 
 
 def rows_source(model: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Any:
-    """``rows`` as the source of an ``INSERT`` (or an ``UPDATE ... FROM``), and its
-    parameters. On PostgreSQL one array per column, as Django's bulk_create does: psycopg
-    binds on the client and splitting a statement at thousands of placeholders costs more
-    than the insert."""
+    """``rows`` as the source of an ``INSERT``, and its parameters. On PostgreSQL one array
+    per column in psycopg's binary format (for the server-bound cursor of
+    :func:`_batch_cursor`): a statement with thousands of placeholders, or arrays dumped
+    as quoted text, costs more than the insert."""
     if connection.vendor == "postgresql":
         by_name = {f.name: f for f in model._meta.concrete_fields}
         types = [_array_type(by_name[name].db_type(connection) or "") for name in names]
-        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
         return f"SELECT * FROM unnest({arrays})", [list(c) for c in zip(*rows, strict=True)]
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     return "SELECT * FROM (VALUES " + ", ".join([row] * len(rows)) + ") WHERE true", [
@@ -738,6 +766,11 @@ def _customer_pk() -> Any:
 
 def customer_db_value(customer_id: Any) -> Any:
     """A customer's key as the database takes it in raw SQL (a UUID is text on SQLite)."""
+    return _db_value(connection.vendor, customer_id)
+
+
+@lru_cache(maxsize=10_000)
+def _db_value(vendor: str, customer_id: Any) -> Any:
     pk = _customer_pk()
     return pk.get_db_prep_value(pk.to_python(customer_id), connection, prepared=False)
 
