@@ -63,7 +63,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     errors.extend(_customer_model_errors())
-    for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
+    for app in ("rest_framework", "rest_framework_api_key", "drf_spectacular_sidecar", "djstripe"):
         if app not in settings.INSTALLED_APPS:
             errors.append(
                 Error(

@@ -92,7 +92,9 @@ def test_both_bad_durations_are_reported():
     }
 
 
-@pytest.mark.parametrize("app", ["rest_framework", "rest_framework_api_key", "djstripe"])
+@pytest.mark.parametrize(
+    "app", ["rest_framework", "rest_framework_api_key", "drf_spectacular_sidecar", "djstripe"]
+)
 def test_a_missing_app_fires_e005(app):
     installed = [a for a in settings.INSTALLED_APPS if a != app]
     with override_settings(INSTALLED_APPS=installed):
