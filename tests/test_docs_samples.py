@@ -182,6 +182,23 @@ def test_the_readmes_other_samples_parse():
         assert block.lang in ("sh", "python", "json"), block.lang
 
 
+def test_the_readme_counts_the_settings_a_host_adds():
+    """ "three settings: five apps, one middleware, one dj-stripe setting", as the block has."""
+    import ast
+
+    (block,) = [b for b in blocks_of(README) if b.first_line == "# mysite/settings.py"]
+    tree = ast.parse(block.text)
+    names = [
+        node.target.id if isinstance(node, ast.AugAssign) else node.targets[0].id
+        for node in tree.body
+    ]
+    assert names == ["INSTALLED_APPS", "MIDDLEWARE", "DJSTRIPE_FOREIGN_KEY_TO_FIELD"]
+    apps, middleware = (len(node.value.elts) for node in tree.body[:2])
+    assert (apps, middleware) == (5, 1)
+    prose = " ".join(README.read_text().split())
+    assert "three settings: five apps, one middleware, one dj-stripe setting" in prose
+
+
 # --- the reference lists what the code has --------------------------------------------
 
 

@@ -198,12 +198,11 @@ class Host:
 
 
 @pytest.fixture
-def database_url(request):
+def database_url(transactional_db):
     """A fresh PostgreSQL database on the suite's server, or None for SQLite."""
     if connection.vendor != "postgresql":
         yield None
         return
-    request.getfixturevalue("transactional_db")
     name = f"install_{uuid.uuid4().hex[:8]}"
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
