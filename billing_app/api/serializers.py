@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..conf import billing_settings, customer_id_json
@@ -25,6 +26,7 @@ __all__ = ["camel_case", "snake_case"]
 SLUG = r"^[a-z0-9][a-z0-9._-]*\Z"
 
 
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
 class CustomerIdField(serializers.Field):
     """A customer's key: a JSON number for integer keys, a string for any other."""
 

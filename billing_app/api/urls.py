@@ -1,7 +1,7 @@
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import credits, self_service_urls, views
+from .docs import SchemaView, api_docs
 
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
@@ -63,7 +63,7 @@ endpoints = [
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.
-schema = SpectacularAPIView.as_view(
+schema = SchemaView.as_view(
     patterns=[
         path("v1/", include(endpoints)),
         path("billing/", include(self_service_urls.endpoints)),
@@ -73,5 +73,5 @@ schema = SpectacularAPIView.as_view(
 urlpatterns = [
     *endpoints,
     path("schema/", schema, name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="billing:schema"), name="docs"),
+    path("docs/", api_docs, name="docs"),
 ]
