@@ -15,7 +15,7 @@ from ..metering import credits
 from ..models import CreditEntry, CreditGrant, CreditPack
 from ..stripe import calls as stripe_calls
 from .self_service import CustomerAPIView
-from .serializers import RedirectURLField
+from .serializers import RedirectSerializer, RedirectURLField
 from .views import OperatorAPIView, Pagination, extend_schema, outside_transactions
 
 # --- shapes ------------------------------------------------------------------------------
@@ -90,10 +90,6 @@ class PackCheckoutInputSerializer(serializers.Serializer):
     packKey = serializers.SlugField(max_length=64)
     successUrl = RedirectURLField()
     cancelUrl = RedirectURLField()
-
-
-class RedirectSerializer(serializers.Serializer):
-    url = serializers.URLField()
 
 
 def credits_answer(customer_id: Any) -> dict[str, Any]:
