@@ -63,6 +63,9 @@ TEMPLATES = [
     }
 ]
 WSGI_APPLICATION = "project.wsgi.application"
+# People sign in (accounts/login/) to see their billing page.
+LOGIN_REDIRECT_URL = "/billing/account/"
+LOGOUT_REDIRECT_URL = "/"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'demo.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
