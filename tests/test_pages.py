@@ -4,6 +4,7 @@ that every failure comes back to the page as a message."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -213,6 +214,20 @@ def test_an_ended_subscription_says_why_calls_are_refused(me, on_free):
     assert "Ended on" in page
 
 
+def test_past_due_warns_until_when_calls_go_on(me, on_free):
+    subscriptions.subscription_set(customer=on_free, plan_key="free", status="past_due")
+    grace_until = Subscription.objects.get(customer=on_free).status_changed_at + timedelta(days=3)
+
+    page = text(me.get(PAGE))
+
+    assert "Free Past Due" in page
+    assert (
+        "Your last payment failed. Update your payment method before "
+        f"{grace_until:%-d %B %Y} to keep your plan." in page
+    )
+    assert "0 of 10 used, 10 left" in page  # its quotas still apply
+
+
 def test_no_subscription(client, free, pro, customer):
     if not customer_is_user():
         pytest.skip("an organisation's page is reached through a seat of its subscription")
@@ -293,6 +308,12 @@ def test_every_form_carries_a_csrf_token_and_a_label(me, on_free, pro):
         assert re.search(r"<button[^>]*>\s*\S", form)  # a button with words on it
     for field_id in re.findall(r'<input type="radio"[^>]*id="([^"]+)"', html):
         assert f'<label for="{field_id}">' in html
+
+
+def test_the_page_needs_no_javascript(me, on_free, pro):
+    html = page_html(me)
+    assert "<script" not in html
+    assert not re.search(r"<[^>]+\son[a-z]+=", html)  # no inline handlers either
 
 
 def test_head_is_answered_and_other_methods_are_not(me):
