@@ -62,6 +62,9 @@ TEMPLATES = [
     }
 ]
 WSGI_APPLICATION = "project.wsgi.application"
+# People sign in (accounts/login/) to see their billing page.
+LOGIN_REDIRECT_URL = "/billing/account/"
+LOGOUT_REDIRECT_URL = "/"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'demo.sqlite3'}")}
 # Keep connections between requests: a metered call is one statement, cheaper than opening a

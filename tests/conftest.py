@@ -8,10 +8,21 @@ from .factories import CustomerFactory, UserFactory
 
 
 def pytest_collection_modifyitems(config, items):
-    """On SQLite, leave out the tests that need PostgreSQL (scripts/test runs both)."""
-    if connection.vendor == "postgresql":
-        return
-    kept = [item for item in items if item.get_closest_marker("postgresql") is None]
+    """On SQLite, leave out the tests that need PostgreSQL (scripts/test runs both). The
+    browser tests serve the demo on a database of their own whatever the settings, and are
+    slow: they run once, in the PostgreSQL run of the default settings, or with -m browser."""
+    from django.conf import settings
+
+    postgresql = connection.vendor == "postgresql"
+    browser = "browser" in (config.option.markexpr or "") or (
+        postgresql and settings.SETTINGS_MODULE == "tests.settings"
+    )
+    kept = [
+        item
+        for item in items
+        if (postgresql or item.get_closest_marker("postgresql") is None)
+        and (browser or item.get_closest_marker("browser") is None)
+    ]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
@@ -108,6 +119,17 @@ def rate_minute(monkeypatch):
     monkeypatch.setattr(ledger, "minute_window", minute.window)
     monkeypatch.setattr(metering, "minute_window", minute.window)
     return minute
+
+
+@pytest.fixture
+def atomic_requests(monkeypatch):
+    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
+    Overriding the ``DATABASES`` setting would not reach the connection that exists
+    already."""
+    from django.db import connections
+
+    for each in connections.all():
+        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib import admin as django_admin
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -40,7 +39,7 @@ from billing_app.problems import problem_record
 from billing_app.subscriptions import services as subscriptions
 
 from .factories import CustomerFactory, UserFactory
-from .utils import periods_of, use
+from .utils import messages_of, periods_of, use, writes_of
 
 pytestmark = pytest.mark.django_db
 
@@ -68,19 +67,10 @@ MODELS = {
     "outboxmessage": OutboxMessage,
     "problem": Problem,
 }
-WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 
 def url(model: str, view: str, *args) -> str:
     return reverse(f"admin:billing_app_{model}_{view}", args=args)
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
-
-
-def writes_of(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 from django.core.cache.backends.base import BaseCache
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing_app.conf import customer_is_user, customer_model
@@ -195,6 +197,38 @@ def garble_next_answer(stripe_stub: Any, method: str, path: str, answer: dict[st
     stripe_stub.after = after
 
 
+def make_invoice(
+    stripe_stub: Any,
+    stripe_customer: dict[str, Any],
+    *,
+    created: int,
+    status: str = "paid",
+    total: int = 4900,
+) -> Any:
+    """An invoice of ``stripe_customer`` at Stripe, synced here as dj-stripe syncs one."""
+    from djstripe.models import Invoice
+
+    invoice = stripe_stub.make(
+        "invoice",
+        customer=stripe_customer["id"],
+        created=created,
+        status=status,
+        total=total,
+        amount_paid=total if status == "paid" else 0,
+        currency="usd",
+        invoice_pdf=f"https://pay.stripe.com/invoice/{created}/pdf",
+        status_transitions={
+            "finalized_at": created,
+            "marked_uncollectible_at": None,
+            "paid_at": created + 60 if status == "paid" else None,
+            "voided_at": None,
+        },
+        lines={"object": "list", "data": [], "has_more": False, "url": "/v1/invoices/x/lines"},
+    )
+    # Synced as a webhook would: read back from Stripe, not from the dict above.
+    return Invoice.sync_from_stripe_data(Invoice(id=invoice["id"]).api_retrieve())
+
+
 def refuse(stripe_stub: Any, method: str, path: str, message: str) -> None:
     """Stripe fails every ``method path`` request (an ``api_error`` saying ``message``)."""
 
@@ -243,6 +277,14 @@ def assert_tiled(periods: list[BillingPeriod]) -> None:
 def bearer(key: str, **headers: str) -> Client:
     """A plain Django test client sending ``Authorization: Bearer <key>`` (and ``headers``)."""
     return Client(headers={"Authorization": f"Bearer {key}", **headers})
+
+
+def messages_of(response: Any) -> list[str]:
+    """The messages (django.contrib.messages) the request that answered ``response`` left
+    for the next page."""
+    from django.contrib.messages import get_messages
+
+    return [str(message) for message in get_messages(response.wsgi_request)]
 
 
 def post_json(client: Client, path: str, body: Any = None, **extra: Any) -> Any:
@@ -348,6 +390,14 @@ class FailingCache(BaseCache):
 
 
 # --- the operator API's state, for "changes nothing" ----------------------------------
+
+
+WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def writes_of(queries: CaptureQueriesContext) -> list[str]:
+    """The statements of ``queries`` that write: a page that only reads has none."""
+    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 def error_fields(excinfo: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
