@@ -13,7 +13,15 @@ from django.db import transaction
 from ..entitlements import entitlements_changed_for_kit, entitlements_changed_for_plan
 from ..models import AccountKit, KitPrimitive, Plan, PlanFeature, PlanQuota
 from ..periods import PERIODS, parse_cadence
-from ..validation import MAX_INT, UNSET, check_count, check_primitive, full_clean, invalid
+from ..validation import (
+    MAX_INT,
+    UNSET,
+    check_count,
+    check_feature,
+    check_primitive,
+    full_clean,
+    invalid,
+)
 
 
 def account_kit_get(*, ref: str | int) -> AccountKit:
@@ -124,7 +132,7 @@ def plan_upsert(
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
     if features is not UNSET:
-        features = {_check_feature(feature) for feature in features}
+        features = {check_feature("features", feature) for feature in features}
     if overage is not UNSET:
         overage = {
             check_primitive("overage", primitive): _unit_price(primitive, price)
@@ -165,19 +173,6 @@ def plan_upsert(
             PlanFeature.objects.create(plan=plan, feature=feature)
     entitlements_changed_for_plan(plan=plan)
     return plan, created
-
-
-def _check_feature(feature: Any) -> str:
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_slug
-
-    try:
-        if not isinstance(feature, str) or not 0 < len(feature) <= 64:
-            raise ValidationError("not a short string")
-        validate_slug(feature)
-    except ValidationError:
-        raise invalid("features", f"{feature!r} is not a feature slug such as 'sso'.") from None
-    return feature
 
 
 def _unit_price(primitive: str, price: Any) -> Decimal:
