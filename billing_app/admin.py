@@ -605,7 +605,8 @@ class ProblemAdmin(_ReadOnlyAdmin):
     actions = ["retry"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return True  # dismiss a problem that needs no fix
+        # Dismiss a problem that needs no fix: with the delete permission, as Django asks.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
 
     @admin.action(description="Retry: re-read from Stripe and apply")
     def retry(self, request: HttpRequest, queryset: QuerySet[Problem]) -> None:

@@ -16,9 +16,9 @@ from .exceptions import (
     CustomerRequired,
     FeatureNotEnabled,
     InvalidInput,
-    NotPermitted,
+    NotFound,
 )
-from .features import feature_check
+from .features import NO_CUSTOMER, feature_check
 from .validation import check_feature
 
 MIDDLEWARE = "billing_app.middleware.QuotaMiddleware"
@@ -90,8 +90,8 @@ def _feature_refusal(request: HttpRequest, feature: str, template_name: str) -> 
         if getattr(request, "auth", None) is None:
             bearer_authenticate(request)
         feature_check(request, feature)
-    except (FeatureNotEnabled, CustomerRequired, NotPermitted) as error:
-        if not _wants_html(request):
+    except (FeatureNotEnabled, *NO_CUSTOMER) as error:
+        if not _wants_html(request) or isinstance(error, NotFound):
             return json_response(error)
         user = getattr(request, "user", None)
         if isinstance(error, CustomerRequired) and not (user and user.is_authenticated):

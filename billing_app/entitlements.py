@@ -25,6 +25,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .conf import billing_settings
+from .exceptions import BillingImproperlyConfigured
 from .models import (
     ENDED_STATUSES,
     AccountKit,
@@ -172,7 +173,8 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
     version, which the reservation then refuses as stale; the other order could pair old
     rows with a new version."""
     entitlement = _entitlement_build(customer_id=customer_id)
-    for override in _overrides:
+    # A plan first, then the quotas and features set on top of it, whatever the order.
+    for override in sorted(_overrides, key=lambda override: override.plan is None):
         if override.customer_id is None or str(override.customer_id) == str(customer_id):
             entitlement = override.apply(entitlement)
     return entitlement
@@ -290,8 +292,11 @@ def _as_subscribed(entitlement: Entitlement, plan_key: str) -> Entitlement:
     plan = (
         Plan.objects.select_related("account_kit")
         .prefetch_related("quotas", "features", "account_kit__primitives")
-        .get(key=plan_key)
+        .filter(key=plan_key)
+        .first()
     )
+    if plan is None:
+        raise BillingImproperlyConfigured(f"override_plan: there is no plan {plan_key!r}.")
     kit = entitlement.kit
     if plan.account_kit is not None:
         kit = {p.primitive: p.rate_per_minute for p in plan.account_kit.primitives.all()}

@@ -19,8 +19,12 @@ from django.utils import timezone
 
 from .customers.resolvers import resolve_customer
 from .entitlements import Entitlement, entitlement_current
-from .exceptions import CustomerRequired, FeatureNotEnabled, NotPermitted
+from .exceptions import CustomerRequired, FeatureNotEnabled, NotFound, NotPermitted
 from .metering.selectors import UsageRollup, usage_rollup
+
+# A request's customer cannot be found: it has none, may not act for the one it names,
+# or names one that does not exist.
+NO_CUSTOMER = (CustomerRequired, NotPermitted, NotFound)
 
 # What a request has resolved already, so that a page with ten {% feature %} tags
 # resolves its customer and reads its entitlement once.
@@ -61,8 +65,8 @@ class Usage:
 
 
 def customer_of(who: Any) -> Any:
-    """The customer ``who`` is or acts for; ``CustomerRequired`` / ``NotPermitted`` when a
-    request has none or may not act for the one it names."""
+    """The customer ``who`` is or acts for; one of ``NO_CUSTOMER`` when a request has
+    none, may not act for the one it names, or names one that does not exist."""
     if isinstance(who, Model):
         return who
     if not hasattr(who, "META"):  # an anonymous user, None: nobody to bill
@@ -76,7 +80,7 @@ def customer_of(who: Any) -> Any:
 def feature_check(who: Any, feature: str) -> None:
     """The decision: returns when ``who``'s plan in force grants ``feature`` now, raises
     ``FeatureNotEnabled`` when it does not (or the subscription is not usable), and the
-    resolver's ``CustomerRequired`` / ``NotPermitted`` for a request without a customer.
+    resolver's errors (``NO_CUSTOMER``) for a request without a customer.
 
     It reads the entitlement enforcement uses, confirmed current by its version, so a
     plan change binds on the next request in every process."""
@@ -94,7 +98,7 @@ def feature_is_active(who: Any, feature: str) -> bool:
     """:func:`feature_check` as a boolean: no customer means no feature."""
     try:
         feature_check(who, feature)
-    except (FeatureNotEnabled, CustomerRequired, NotPermitted):
+    except (FeatureNotEnabled, *NO_CUSTOMER):
         return False
     return True
 
@@ -105,7 +109,7 @@ def usage_of(who: Any, primitive: str) -> Usage | None:
     is a request without a customer."""
     try:
         rollup = _rollup(who)
-    except (CustomerRequired, NotPermitted):
+    except NO_CUSTOMER:
         return None
     return Usage(
         primitive=primitive,
@@ -122,7 +126,10 @@ def _entitlement(who: Any) -> Entitlement:
         return entitlement_current(customer_id=customer.pk)
     memo = _memo(who)
     if "entitlement" not in memo:
-        memo["entitlement"] = entitlement_current(customer_id=customer.pk)
+        rollup = memo.get("rollup")
+        memo["entitlement"] = (
+            rollup.entitlement if rollup else entitlement_current(customer_id=customer.pk)
+        )
     entitlement: Entitlement = memo["entitlement"]
     return entitlement
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -11,6 +12,7 @@ from ..exceptions import (
     CustomerRequired,
     FeatureNotEnabled,
     InvalidInput,
+    NotFound,
     NotPermitted,
 )
 from ..features import feature_check
@@ -54,6 +56,8 @@ class FeaturePermission(BasePermission):
             # Unauthenticated: DRF answers NotAuthenticated, as for IsAuthenticated.
             self.message = error.message
             return False
+        except NotFound as error:  # an operator key naming no customer
+            raise exceptions.NotFound(error.message) from None
         return True
 
 
