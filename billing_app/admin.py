@@ -285,8 +285,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
             rows,
         )
         return format_html(
-            "<p>Plan in force: {} ({}). Window {} to {}; resets {}.</p>"
-            "<table><thead><tr><th>primitive</th><th>used / limit</th><th>used</th>"
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>"
+            "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
             "<th>left</th></tr></thead><tbody>{}</tbody></table>",
             rollup.plan or "none",
             rollup.status or "no subscription",

@@ -224,7 +224,7 @@ def test_subscription_page_shows_the_enforced_usage_once(admin, world):
     shown = [
         date_format(timezone.localtime(t), "DATETIME_FORMAT") for t in (window.start, window.end)
     ]
-    assert f"Window {shown[0]} to {shown[1]}; resets {shown[1]}." in content
+    assert f"Window {shown[0]} to {shown[1]}; resets {shown[1]}</p>" in content
     assert rollup.window.end.isoformat() not in content
     assert "width:200px" in content  # the bar's track, drawn here: no CDN, no script
 
