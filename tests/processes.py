@@ -20,6 +20,21 @@ def setup(database_name: str) -> None:
     connections["default"].settings_dict["NAME"] = database_name
 
 
+def feature_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
+    """GET the test view gated on ``sso`` until ``stop_at``, and put one
+    ``(started, finished, status)`` per call on ``results``."""
+    setup(database_name)
+    from django.test import Client
+
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    calls = []
+    while time.time() < stop_at and len(calls) < 20_000:
+        started = time.time()
+        status = client.get("/test/sso/").status_code
+        calls.append((started, time.time(), status))
+    results.put((os.getpid(), calls))
+
+
 def metered_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
     """Call the demo's metered view until ``stop_at`` (wall clock), and put one
     ``(started, finished, status, limit)`` per call on ``results``. ``limit`` is the quota
