@@ -21,16 +21,19 @@ def setup(database_name: str) -> None:
 
 
 def feature_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
-    """GET the test view gated on ``sso`` until ``stop_at``, and put one
-    ``(started, finished, status)`` per call on ``results``."""
+    """GET the test view gated on ``sso`` until ``stop_at``; put ``("ready", pid)`` on
+    ``results`` once a call was granted (the worker has cached the entitlement), then one
+    ``(started, finished, status)`` per call."""
     setup(database_name)
     from django.test import Client
 
     client = Client(headers={"Authorization": f"Bearer {token}"})
-    calls = []
+    calls: list[tuple[float, float, int]] = []
     while time.time() < stop_at and len(calls) < 20_000:
         started = time.time()
         status = client.get("/test/sso/").status_code
+        if status == 200 and not any(call[2] == 200 for call in calls):
+            results.put(("ready", os.getpid()))
         calls.append((started, time.time(), status))
     results.put((os.getpid(), calls))
 

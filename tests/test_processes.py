@@ -43,6 +43,7 @@ def run_workers(token, seconds, target=metered_calls):
             assert worker.exitcode == 0
         return calls
 
+    collect.queue = results  # type: ignore[attr-defined]
     return collect
 
 
@@ -96,14 +97,15 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
 
 
 def test_a_feature_withdrawn_is_refused_at_once_in_every_process():
-    """Each worker holds the entitlement granting sso in its LRU when the plan loses it:
-    every request that starts after the change committed is refused, and once the feature
-    is back, granted again."""
+    """Each worker holds the entitlement granting sso in its LRU when the plan loses it,
+    and nothing metered refreshes it: every request that starts after the change committed
+    is refused all the same, and once the feature is back, granted again."""
     customer = CustomerFactory()
     subscribe(customer, features=["sso"], plan_key="team")
     token = customers.tenant_token_issue(customer=customer)[1]
-    collect = run_workers(token, seconds=6, target=feature_calls)
-    time.sleep(2)
+    collect = run_workers(token, seconds=20, target=feature_calls)
+    for _ in range(WORKERS):
+        assert collect.queue.get(timeout=60)[0] == "ready"
 
     withdrawing = time.time()
     catalog.plan_upsert(key="team", name="Team", features=[])
