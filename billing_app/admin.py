@@ -11,7 +11,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -267,7 +267,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         rollup = usage_rollup(customer_id=obj.customer_id)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for primitive in rollup.primitives():
             used, limit = rollup.usage.get(primitive, 0), rollup.quotas.get(primitive)
             percent = _percent(used, limit)
@@ -350,7 +350,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         ``customers.services.quota_grant``, recorded with who granted it and why."""
         subscription = self.get_object(request, unquote(object_id))
         if subscription is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404("No such subscription.")
         if not _can_grant(request):
             raise PermissionDenied
         customer = subscription.customer

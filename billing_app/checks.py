@@ -111,10 +111,7 @@ def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
         for engine in settings.TEMPLATES
         if engine.get("BACKEND") == "django.template.backends.django.DjangoTemplates"
     ]
-    if not engines or any(
-        REQUEST_PROCESSOR in engine.get("OPTIONS", {}).get("context_processors", [])
-        for engine in engines
-    ):
+    if not engines or any(REQUEST_PROCESSOR in _processors(engine) for engine in engines):
         return []
     return [
         Warning(
@@ -125,3 +122,8 @@ def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             id="billing_app.W001",
         )
     ]
+
+
+def _processors(engine: dict[str, Any]) -> list[str]:
+    options: dict[str, Any] = engine.get("OPTIONS") or {}
+    return list(options.get("context_processors", []))

@@ -900,9 +900,9 @@ def test_granting_needs_the_explicit_permission(world):
     assert QuotaGrant.objects.filter(granted_by=staff).count() == 1
 
 
-def test_the_grant_page_of_an_unknown_subscription_redirects(admin, world):
-    response = admin.get(url("subscription", "grant", 10**9))
-    assert response.status_code == 302
+def test_the_grant_page_of_an_unknown_subscription_is_404(admin, world):
+    assert admin.get(url("subscription", "grant", 10**9)).status_code == 404
+    assert admin.post(url("subscription", "grant", 10**9), grant_form()).status_code == 404
     assert QuotaGrant.objects.count() == 1
 
 
