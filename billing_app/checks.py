@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import billing_settings, customer_model_label
@@ -141,3 +141,32 @@ def _customer_model_errors() -> list[Error]:
             )
         ]
     return []
+
+
+REQUEST_PROCESSOR = "django.template.context_processors.request"
+
+
+@register(Tags.templates)
+def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The {% feature %} and {% usage %} tags find the customer through the request."""
+    engines = [
+        engine
+        for engine in settings.TEMPLATES
+        if engine.get("BACKEND") == "django.template.backends.django.DjangoTemplates"
+    ]
+    if not engines or any(REQUEST_PROCESSOR in _processors(engine) for engine in engines):
+        return []
+    return [
+        Warning(
+            f"No DjangoTemplates engine has {REQUEST_PROCESSOR!r} in its context_processors.",
+            hint="billing_app's {% feature %} and {% usage %} tags read the customer from "
+            "the request: add it (the admin needs it too), or name the customer with "
+            "'for customer' in every tag.",
+            id="billing_app.W001",
+        )
+    ]
+
+
+def _processors(engine: dict[str, Any]) -> list[str]:
+    options: dict[str, Any] = engine.get("OPTIONS") or {}
+    return list(options.get("context_processors", []))

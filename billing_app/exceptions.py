@@ -62,6 +62,16 @@ class NotPermitted(BillingError):
     """The caller may not do this (acting for another customer, say)."""
 
 
+class FeatureNotEnabled(BillingError):
+    """The customer's plan does not grant ``feature`` (or the subscription is not usable)."""
+
+    code = "feature_not_enabled"
+
+    def __init__(self, message: str, *, feature: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
 class CallRefused(BillingError):
     """A metered call refused before it ran: ``code`` is the machine-readable reason. A
     refusal over a limit carries the limit, the usage it found, when the window resets

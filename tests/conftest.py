@@ -6,6 +6,11 @@ from billing_app.customers import services as customers
 
 from .factories import CustomerFactory, UserFactory
 
+# The fixtures host projects get (billing_customer, billing_clock, ...). An installed
+# billing_app loads them by its pytest11 entry point under this same name; naming them here
+# keeps them when the installed metadata predates it (an editable install).
+pytest_plugins = ["billing_app.pytest_plugin"]
+
 
 def pytest_collection_modifyitems(config, items):
     """On SQLite, leave out the tests that need PostgreSQL (scripts/test runs both). The

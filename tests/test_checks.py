@@ -14,7 +14,7 @@ from billing_app import checks as billing_checks
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 11)}
+BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 11)} | {"billing_app.W001"}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -156,6 +156,30 @@ def test_a_broken_urlconf_is_left_to_djangos_own_checks():
     without = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE]
     with override_settings(MIDDLEWARE=without, ROOT_URLCONF="tests.no_such_urls"):
         assert billing_checks.check_metered_views() == []
+
+
+def without_request_processor(engine: dict) -> dict:
+    options = engine.get("OPTIONS", {})
+    processors = [p for p in options.get("context_processors", []) if not p.endswith(".request")]
+    return {**engine, "OPTIONS": {**options, "context_processors": processors}}
+
+
+def test_template_tags_without_the_request_in_the_context_warn_w001():
+    engines = [without_request_processor(engine) for engine in settings.TEMPLATES]
+    with override_settings(TEMPLATES=engines):
+        (warning,) = billing_errors()
+    assert (warning.id, warning.level) == ("billing_app.W001", checks.WARNING)
+    assert "django.template.context_processors.request" in warning.msg
+    assert "{% feature %}" in warning.hint
+
+
+def test_one_engine_with_the_request_is_enough():
+    jinja_only = {"BACKEND": "django.template.backends.jinja2.Jinja2", "OPTIONS": {}}
+    plain = {**without_request_processor(settings.TEMPLATES[0]), "NAME": "emails"}
+    with override_settings(TEMPLATES=[plain, *settings.TEMPLATES]):
+        assert billing_errors() == []
+    with override_settings(TEMPLATES=[jinja_only]):
+        assert billing_errors() == []  # no DjangoTemplates engine: the tags are not used
 
 
 def test_every_check_id_is_tested():

@@ -17,14 +17,14 @@ from billing_app.subscriptions import services as subscriptions
 from billing_app.testutils import subscribe
 
 from .factories import CustomerFactory
-from .processes import metered_calls
+from .processes import feature_calls, metered_calls
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 2
 
 
-def run_workers(token, seconds):
+def run_workers(token, seconds, target=metered_calls):
     """Start the workers; answers a function that stops them and returns every call."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -32,7 +32,7 @@ def run_workers(token, seconds):
     stop_at = time.time() + seconds
     name = connection.settings_dict["NAME"]
     workers = [
-        context.Process(target=metered_calls, args=(name, token, stop, stop_at, results))
+        context.Process(target=target, args=(name, token, stop, stop_at, results))
         for _ in range(WORKERS)
     ]
     for worker in workers:
@@ -47,6 +47,7 @@ def run_workers(token, seconds):
             assert worker.exitcode == 0
         return calls
 
+    collect.queue = results  # type: ignore[attr-defined]
     return collect
 
 
@@ -97,3 +98,31 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
     assert {status for _, _, status, _ in after_cancel} == {402}
     # The lowered quota was never exceeded, whatever the workers had cached.
     assert UsageCounter.objects.get(customer=customer).used <= lowered_to
+
+
+def test_a_feature_withdrawn_is_refused_at_once_in_every_process():
+    """Each worker holds the entitlement granting sso in its LRU when the plan loses it,
+    and nothing metered refreshes it: every request that starts after the change committed
+    is refused all the same, and once the feature is back, granted again."""
+    customer = CustomerFactory()
+    subscribe(customer, features=["sso"], plan_key="team")
+    token = customers.tenant_token_issue(customer=customer)[1]
+    collect = run_workers(token, seconds=20, target=feature_calls)
+    for _ in range(WORKERS):
+        assert collect.queue.get(timeout=60)[0] == "ready"
+
+    withdrawing = time.time()
+    catalog.plan_upsert(key="team", name="Team", features=[])
+    withdrawn = time.time()
+    time.sleep(1.5)
+    granting = time.time()
+    catalog.plan_upsert(key="team", name="Team", features=["sso"])
+    granted = time.time()
+    calls = collect()
+
+    before = [status for _, finished, status in calls if finished < withdrawing]
+    between = [status for started, _, status in calls if withdrawn < started < granting]
+    after = [status for started, _, status in calls if started > granted]
+    assert before and set(before) == {200}
+    assert between and set(between) == {403}
+    assert after and set(after) == {200}

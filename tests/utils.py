@@ -332,22 +332,29 @@ def absent_customer_id() -> Any:
     return 10**12 if customer_key_is_integer() else uuid.uuid4()
 
 
-def session_client(customer: Any) -> Client:
-    """A client signed in as someone the customer's calls are billed to: the customer
-    itself when customers are users, else a user holding one of its seats (the customer
-    must have a subscription then)."""
+def billed_user(customer: Any) -> Any:
+    """Someone whose requests are billed to the customer: the customer itself when
+    customers are users, else a user holding one of its seats, the first one's holder when
+    it has some (the customer must have a subscription then)."""
     from billing_app.subscriptions.services import seats_manage
 
-    client = Client()
     if customer_is_user():
-        client.force_login(customer)
-        return client
+        return customer
+    held = Seat.objects.filter(subscription__customer=customer).select_related("grantee").first()
+    if held is not None:
+        return held.grantee
     member = UserFactory()
     seats_manage(
         subscription_id=customer.billing_subscription.pk,
         operations=[{"type": "add", "grantee_id": member.pk}],
     )
-    client.force_login(member)
+    return member
+
+
+def session_client(customer: Any, **defaults: Any) -> Client:
+    """A client signed in as :func:`billed_user` of the customer."""
+    client = Client(**defaults)
+    client.force_login(billed_user(customer))
     return client
 
 
@@ -366,6 +373,14 @@ def in_parallel(calls: Callable[[int], Any], count: int, *, workers: int = 50) -
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(run, range(count)))
+
+
+WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def writes_of(queries: Any) -> list[str]:
+    """The statements a ``CaptureQueriesContext`` saw that write: for "only reads"."""
+    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 class CacheDown(ConnectionError):

@@ -16,6 +16,7 @@ from ..exceptions import (
     CallRefused,
     Conflict,
     CustomerRequired,
+    FeatureNotEnabled,
     InsufficientCredits,
     InvalidInput,
     NotFound,
@@ -32,6 +33,7 @@ STATUS: dict[type[BillingError], int] = {
     InvalidInput: 400,
     CustomerRequired: 401,
     NotPermitted: 403,
+    FeatureNotEnabled: 403,
     PrimitiveNotAllowed: 403,
     NotFound: 404,
     Conflict: 409,
@@ -81,6 +83,8 @@ def body_of(error: BillingError) -> dict[str, Any]:
         if error.resets_at is not None:
             body["resetsAt"] = error.resets_at.isoformat().replace("+00:00", "Z")
         return body
+    if isinstance(error, FeatureNotEnabled):
+        return {"error": error.code, "feature": error.feature, "message": error.message}
     body = {"detail": error.message}
     if isinstance(error, Conflict) and error.fields:
         body.update({camel_case(k): v for k, v in error.fields.items()})

@@ -21,7 +21,15 @@ from ..models import (
     PlanQuota,
 )
 from ..periods import PERIODS, parse_cadence
-from ..validation import MAX_INT, UNSET, check_count, check_primitive, full_clean, invalid
+from ..validation import (
+    MAX_INT,
+    UNSET,
+    check_count,
+    check_feature,
+    check_primitive,
+    full_clean,
+    invalid,
+)
 
 
 def account_kit_get(*, ref: str | int) -> AccountKit:
@@ -137,7 +145,7 @@ def plan_upsert(
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
     if features is not UNSET:
-        features = {_check_feature(feature) for feature in features}
+        features = {check_feature("features", feature) for feature in features}
     if overage is not UNSET:
         overage = {
             check_primitive("overage", primitive): _unit_price(primitive, price)
@@ -211,19 +219,6 @@ def _plan_credits(credits: Mapping[str, Any]) -> dict[str, Any]:
     if checked["rollover_days"] is not None:
         check_count("credits", checked["rollover_days"], what="rolloverDays", maximum=3660)
     return checked
-
-
-def _check_feature(feature: Any) -> str:
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_slug
-
-    try:
-        if not isinstance(feature, str) or not 0 < len(feature) <= 64:
-            raise ValidationError("not a short string")
-        validate_slug(feature)
-    except ValidationError:
-        raise invalid("features", f"{feature!r} is not a feature slug such as 'sso'.") from None
-    return feature
 
 
 def _unit_price(primitive: str, price: Any) -> Decimal:
