@@ -21,9 +21,9 @@ def setup(database_name: str) -> None:
 
 
 def feature_calls(database_name: str, token: str, stop: Any, stop_at: float, results: Any) -> None:
-    """GET the test view gated on ``sso`` until ``stop`` is set (``stop_at`` at the latest); put ``("ready", pid)`` on
-    ``results`` once a call was granted (the worker has cached the entitlement), then one
-    ``(started, finished, status)`` per call."""
+    """GET the test view gated on ``sso`` until ``stop`` is set (``stop_at`` at the
+    latest); put ``("ready", pid)`` on ``results`` once a call was granted (the worker has
+    cached the entitlement), then one ``(started, finished, status)`` per call."""
     setup(database_name)
     from django.test import Client
 

@@ -17,7 +17,6 @@ import pytest
 from django.core.cache.backends.base import BaseCache
 from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing_app.conf import customer_is_user, customer_model
@@ -405,14 +404,6 @@ class FailingCache(BaseCache):
 
 
 # --- the operator API's state, for "changes nothing" ----------------------------------
-
-
-WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
-
-
-def writes_of(queries: CaptureQueriesContext) -> list[str]:
-    """The statements of ``queries`` that write: a page that only reads has none."""
-    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 def error_fields(excinfo: pytest.ExceptionInfo[InvalidInput]) -> set[str]:
