@@ -10,11 +10,15 @@ from django.core import checks
 from django.test import override_settings
 
 from billing_app import checks as billing_checks
+from billing_app.catalog import services as catalog
+from billing_app.models import Plan
+
+from .utils import synced_price
 
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 9)}
+BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 10)}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -105,3 +109,25 @@ def test_every_check_id_is_tested():
     """Keeps this module in step with checks.py: a new id needs a case above."""
     source = inspect.getsource(billing_checks)
     assert set(re.findall(r'"(billing_app\.[EW]\d{3})"', source)) == BILLING_IDS
+
+
+def database_errors() -> list[checks.CheckMessage]:
+    return [
+        message
+        for message in checks.run_checks(databases=["default"])
+        if message.id and message.id.startswith("billing_app.")
+    ]
+
+
+def test_a_system_check_finds_plans_in_another_currency_than_their_price(stripe_stub):
+    synced_price(stripe_stub, "price_eur", "eur")
+    catalog.plan_upsert(key="eu", name="EU", stripe_price_id="price_eur", currency="eur")
+    assert database_errors() == []
+
+    Plan.objects.filter(key="eu").update(currency="usd")  # as a plan set before the sync
+    (error,) = database_errors()
+    assert error.id == "billing_app.E009"
+    assert "'eu'" in error.msg and "eur" in error.msg
+    assert error.hint
+    # Not among the checks that run without a database.
+    assert [m for m in checks.run_checks() if m.id == "billing_app.E009"] == []

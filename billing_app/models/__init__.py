@@ -6,12 +6,15 @@ from .catalog import (
     Period,
     Plan,
     PlanFeature,
+    PlanPrice,
     PlanQuota,
     PrimitiveField,
+    Product,
+    TrialEnd,
     validate_primitive,
 )
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
-from .cycles import UsageRecord
+from .cycles import AdvanceCharge, UsageRecord
 from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
 from .outbox import OutboxMessage
 from .problems import Problem
@@ -26,6 +29,7 @@ from .subscriptions import (
 __all__ = [
     "ENDED_STATUSES",
     "AccountKit",
+    "AdvanceCharge",
     "BillingPeriod",
     "EntitlementVersion",
     "IdempotencyKey",
@@ -36,15 +40,18 @@ __all__ = [
     "Period",
     "Plan",
     "PlanFeature",
+    "PlanPrice",
     "PlanQuota",
     "PrimitiveField",
     "Problem",
+    "Product",
     "QuotaGrant",
     "RateCounter",
     "Seat",
     "Subscription",
     "SubscriptionStatus",
     "TenantToken",
+    "TrialEnd",
     "UsageAlert",
     "UsageCounter",
     "UsageEvent",
