@@ -23,12 +23,14 @@ from billing_app.cycles import services as closer
 from billing_app.metering.selectors import usage_rollup
 from billing_app.models import (
     AccountKit,
+    AdvanceCharge,
     BillingPeriod,
     KitAssignment,
     OperatorKey,
     OutboxMessage,
     Plan,
     Problem,
+    Product,
     Subscription,
     TenantToken,
     UsageCounter,
@@ -45,8 +47,17 @@ from .utils import periods_of, use
 pytestmark = pytest.mark.django_db
 
 DAY = timedelta(days=1)
-EDITABLE = ["accountkit", "plan", "subscription", "kitassignment", "operatorkey", "tenanttoken"]
+EDITABLE = [
+    "accountkit",
+    "product",
+    "plan",
+    "subscription",
+    "kitassignment",
+    "operatorkey",
+    "tenanttoken",
+]
 READ_ONLY = [
+    "advancecharge",
     "usageevent",
     "usagecounter",
     "billingperiod",
@@ -56,7 +67,9 @@ READ_ONLY = [
 ]
 MODELS = {
     "accountkit": AccountKit,
+    "product": Product,
     "plan": Plan,
+    "advancecharge": AdvanceCharge,
     "subscription": Subscription,
     "kitassignment": KitAssignment,
     "operatorkey": OperatorKey,
@@ -98,12 +111,28 @@ def world(db):
     kit = catalog.account_kit_upsert(
         key="kit-pro", name="Kit Pro", primitives={"seo": None, "aeo": 60}
     )[0]
+    product = catalog.product_upsert(key="seo-suite", name="SEO suite")[0]
     plan = catalog.plan_upsert(
         key="pro",
         name="Pro",
+        product_id="seo-suite",
         account_kit_id="kit-pro",
         quotas={"seo": 1000, "aeo": 250},
         features=["sso"],
+        # Billed in advance: the recorded period below has its advance charge.
+        prices=[
+            {
+                "primitive": "seo",
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": 100, "unit_amount": "0"},
+                    {"up_to": None, "unit_amount": "0.5", "flat_amount": "100"},
+                ],
+                "included_quantity": 50,
+                "payment_terms": "in_advance",
+            }
+        ],
+        minimum_commitment="1000",
     )[0]
     customer = CustomerFactory()
     subscription = subscriptions.subscription_set(
@@ -117,7 +146,9 @@ def world(db):
     return {
         "customer": customer,
         "accountkit": kit,
+        "product": product,
         "plan": plan,
+        "advancecharge": AdvanceCharge.objects.get(),
         "subscription": subscription,
         "kitassignment": KitAssignment.objects.get(customer_id=customer.pk),
         "operatorkey": operator_key,
@@ -177,7 +208,7 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         if row is not None:
             pages.append(reverse("admin:{}_{}_change".format(*info), args=[row.pk]))
             pages.append(reverse("admin:{}_{}_history".format(*info), args=[row.pk]))
-    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 12
+    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 14
     # The subscription page with usage on it, and after a cancellation.
     subscription = world["subscription"]
     pages.append(url("subscription", "change", subscription.pk))
@@ -459,6 +490,24 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
             "currency": "usd",
             "active": "on",
             "stripe_meter_event": "",
+            "product": world["product"].pk,
+            "invoice_display_name": "Team (quarterly)",
+            "minimum_commitment": "5000",
+            "trial_days": 14,
+            "trial_end_action": "stop",
+            **inline(
+                "prices",
+                [
+                    {
+                        "primitive": "email.send",
+                        "model": "volume",
+                        "tiers": '[{"up_to": 1000, "unit_amount": "0.1"}, {"up_to": null, '
+                        '"unit_amount": "0.05", "flat_amount": "10"}]',
+                        "included_quantity": 0,
+                        "payment_terms": "in_arrears",
+                    }
+                ],
+            ),
             **inline(
                 "quotas",
                 [
@@ -484,7 +533,63 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
         "aeo": (10, False, "bill"),
     }
     assert list(plan.features.values_list("feature", flat=True)) == ["sso"]
+    assert (plan.product, plan.invoice_display_name, plan.minimum_commitment) == (
+        world["product"],
+        "Team (quarterly)",
+        5000,
+    )
+    assert (plan.trial_days, plan.trial_end_action) == (14, "stop")
+    (price,) = plan.prices.all()
+    assert (price.primitive, price.model, price.payment_terms) == (
+        "email.send",
+        "volume",
+        "in_arrears",
+    )
+    assert price.tiers == [
+        {"up_to": 1000, "unit_amount": "0.1", "flat_amount": None},
+        {"up_to": None, "unit_amount": "0.05", "flat_amount": "10"},
+    ]
     assert [call["key"] for call in calls] == ["team"]
+
+
+def test_a_plan_price_refused_by_the_service_is_shown_and_changes_nothing(admin, world):
+    plan = world["plan"]
+    before = list(plan.prices.values_list("primitive", "tiers"))
+    response = admin.post(
+        url("plan", "change", plan.pk),
+        {
+            "name": "Pro",
+            "account_kit": world["accountkit"].pk,
+            "stripe_price_id": "",
+            "period": "month",
+            "billing_cadence": "P1M",
+            "currency": "usd",
+            "active": "on",
+            "stripe_meter_event": "",
+            "trial_days": 0,
+            "trial_end_action": "convert",
+            **inline(
+                "prices",
+                [
+                    {
+                        "primitive": "seo",
+                        "model": "graduated",
+                        # Not ascending.
+                        "tiers": '[{"up_to": 100, "unit_amount": "1"}, {"up_to": 50, '
+                        '"unit_amount": "1"}, {"up_to": null, "unit_amount": "1"}]',
+                        "included_quantity": 0,
+                        "payment_terms": "in_arrears",
+                    }
+                ],
+            ),
+            **inline("quotas", []),
+            **inline("features", []),
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302
+    assert any("prices.0.tiers.1.up_to" in m for m in messages_of(response))
+    assert list(plan.prices.values_list("primitive", "tiers")) == before
 
 
 # Keys
