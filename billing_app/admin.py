@@ -140,21 +140,24 @@ class PlanQuotaInline(admin.TabularInline):
     extra = 1
 
 
+PRICE_FIELDS = (
+    "primitive",
+    "model",
+    "unit_amount",
+    "package_size",
+    "tiers",
+    "included_quantity",
+    "payment_terms",
+)
+
+
 class PlanPriceInline(admin.TabularInline):
     """Tiers are JSON: ``[{"up_to": 1000, "unit_amount": "0.5", "flat_amount": null},
     {"up_to": null, "unit_amount": "0.4"}]``, ascending, the last unbounded."""
 
     model = PlanPrice
     extra = 0
-    fields = [
-        "primitive",
-        "model",
-        "unit_amount",
-        "package_size",
-        "tiers",
-        "included_quantity",
-        "payment_terms",
-    ]
+    fields = PRICE_FIELDS
 
 
 class PlanFeatureInline(admin.TabularInline):
@@ -195,8 +198,7 @@ class PlanAdmin(_ServiceSaveAdmin):
             trial_end_action=obj.trial_end_action,
             trial_fallback_plan=fallback.key if fallback else None,
             prices=[
-                {name: row.get(name) for name in PlanPriceInline.fields}
-                for row in _rows(formsets, PlanPrice)
+                {name: row.get(name) for name in PRICE_FIELDS} for row in _rows(formsets, PlanPrice)
             ],
             account_kit_id=obj.account_kit.key if obj.account_kit else None,
             stripe_price_id=obj.stripe_price_id,

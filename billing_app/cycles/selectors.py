@@ -288,8 +288,8 @@ def late_charges(
     if exclude_record is not None:
         earlier = earlier.exclude(pk=exclude_record)
     billed: dict[tuple[int, str], int] = {}
-    for record in earlier.only("adjustments"):
-        for adjustment in record.adjustments:
+    for later in earlier.only("adjustments"):
+        for adjustment in later.adjustments:
             key = (adjustment["periodId"], adjustment["primitive"])
             billed[key] = billed.get(key, 0) + adjustment["used"]
     charges = []

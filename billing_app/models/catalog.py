@@ -71,10 +71,6 @@ class Period(models.TextChoices):
 
 assert tuple(Period.values) == PERIODS
 
-# Amounts are in the currency's minor units (cents), with up to 12 decimals: Stripe's
-# ``unit_amount_decimal`` takes as many.
-AMOUNT_DIGITS = {"max_digits": 24, "decimal_places": 12}
-
 
 class Product(TimeStamped):
     """What is sold, priced by several plans (tiers, customer-specific deals)."""
@@ -132,8 +128,11 @@ class Plan(TimeStamped):
         blank=True,
         help_text=_("A Stripe Billing meter's event name: overage is sent as meter events"),
     )
+    # Amounts are in the currency's minor units (cents), with up to 12 decimals as Stripe's
+    # unit_amount_decimal takes them.
     minimum_commitment = models.DecimalField(
-        **AMOUNT_DIGITS,
+        max_digits=24,
+        decimal_places=12,
         null=True,
         blank=True,
         help_text=_(
@@ -253,7 +252,8 @@ class PlanPrice(models.Model):
     primitive = PrimitiveField()
     model = models.CharField(max_length=9, choices=PriceModel.choices, default=PriceModel.PER_UNIT)
     unit_amount = models.DecimalField(
-        **AMOUNT_DIGITS,
+        max_digits=24,
+        decimal_places=12,
         null=True,
         blank=True,
         help_text=_("Per unit, or per package; empty for tiers"),

@@ -130,10 +130,10 @@ def subscription_set(
     subscription.status = new_status
     if trial_end is not None:
         ongoing = subscription.trial_end is not None and subscription.trial_end > at
-        subscription.trial_start = trial_start or (subscription.trial_start if ongoing else at)
-        subscription.trial_end = trial_end
-        if subscription.trial_end <= subscription.trial_start:
+        begins = trial_start or (subscription.trial_start if ongoing else None) or at
+        if trial_end <= begins:
             raise invalid("trial_end", "The trial must end after it starts.")
+        subscription.trial_start, subscription.trial_end = begins, trial_end
     elif trial_start is not None:
         subscription.trial_start = trial_start
     for field, value in {
