@@ -226,6 +226,15 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
     assert writes_of(queries) == []
 
 
+def test_the_subscription_page_shows_the_upcoming_charges(admin, world):
+    page = admin.get(url("subscription", "change", world["subscription"].pk)).content.decode()
+    assert "upcoming charges" in page.lower()
+    # The in-advance block of 50 seo calls at tier 1's 0 is free; the minimum of 1000 is
+    # the projected total.
+    assert "seo" in page and "minimum commitment top-up" in page
+    assert "projected to" in page and "1000 USD" in page
+
+
 # Subscriptions
 
 

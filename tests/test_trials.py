@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from djstripe.models import Subscription as StripeSubscription
 
 from billing_app.catalog import services as catalog
@@ -400,3 +401,28 @@ def test_the_plan_api_sets_the_trial(api, plans):
         "fallback",
         "free",
     )
+
+
+def test_the_operator_can_put_a_trial_directly(plans, api, customer):
+    trial_end = (timezone.now() + 7 * DAY).replace(microsecond=0)
+    response = api.put(
+        f"/v1/users/{customer.pk}/billing/subscription",
+        {"planKey": "pro", "status": "trialing", "trialEnd": iso(trial_end)},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["trialEnd"] == iso(trial_end)
+    subscription = Subscription.objects.get(customer=customer)
+    assert subscription.trial_start is not None and trial_taken(customer=customer)
+
+    subscriptions.periods_advance(at=trial_end + DAY)
+    assert Subscription.objects.get(customer=customer).status == "active"
+
+
+def test_a_trial_that_ends_before_it_starts_is_refused(plans, customer):
+    with pytest.raises(InvalidInput) as refused:
+        subscriptions.subscription_set(
+            customer=customer, plan_key="pro", trial_start=START, trial_end=START - DAY
+        )
+    assert error_fields(refused) == {"trial_end"}
+    assert not Subscription.objects.exists()
