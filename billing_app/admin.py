@@ -21,10 +21,13 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from .catalog import services as catalog
 from .customers import services as customers
+from .cycles.pricing import decimal_text
+from .cycles.selectors import upcoming
 from .exceptions import BillingError, InvalidInput
 from .metering.selectors import usage_rollup
 from .models import (
     AccountKit,
+    AdvanceCharge,
     BillingPeriod,
     KitAssignment,
     KitPrimitive,
@@ -32,8 +35,10 @@ from .models import (
     OutboxMessage,
     Plan,
     PlanFeature,
+    PlanPrice,
     PlanQuota,
     Problem,
+    Product,
     QuotaGrant,
     Seat,
     Subscription,
@@ -123,9 +128,41 @@ class AccountKitAdmin(_ServiceSaveAdmin):
         return catalog.account_kit_upsert(key=obj.key, name=obj.name, primitives=primitives)[0]
 
 
+@admin.register(Product)
+class ProductAdmin(_ServiceSaveAdmin):
+    list_display = ["key", "name", "updated_at"]
+    search_fields = ["key", "name"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # plans point at it
+
+    def save_with_service(self, obj: Product, formsets: list[Any]) -> Product:
+        return catalog.product_upsert(key=obj.key, name=obj.name)[0]
+
+
 class PlanQuotaInline(admin.TabularInline):
     model = PlanQuota
     extra = 1
+
+
+PRICE_FIELDS = (
+    "primitive",
+    "model",
+    "unit_amount",
+    "package_size",
+    "tiers",
+    "included_quantity",
+    "payment_terms",
+)
+
+
+class PlanPriceInline(admin.TabularInline):
+    """Tiers are JSON: ``[{"up_to": 1000, "unit_amount": "0.5", "flat_amount": null},
+    {"up_to": null, "unit_amount": "0.4"}]``, ascending, the last unbounded."""
+
+    model = PlanPrice
+    extra = 0
+    fields = PRICE_FIELDS
 
 
 class PlanFeatureInline(admin.TabularInline):
@@ -138,24 +175,36 @@ class PlanAdmin(_ServiceSaveAdmin):
     list_display = [
         "key",
         "name",
+        "product",
         "account_kit",
         "period",
         "billing_cadence",
         "stripe_price_id",
         "active",
     ]
-    list_filter = ["active", "period"]
+    list_filter = ["active", "period", "product"]
+    list_select_related = ["product", "account_kit"]
     search_fields = ["key", "name", "stripe_price_id"]
-    inlines = [PlanQuotaInline, PlanFeatureInline]
+    inlines = [PlanQuotaInline, PlanPriceInline, PlanFeatureInline]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # retire a plan with "active" off: customers and records point at it
 
     def save_with_service(self, obj: Plan, formsets: list[Any]) -> Plan:
         quotas = _rows(formsets, PlanQuota)
+        fallback = obj.trial_fallback_plan
         return catalog.plan_upsert(
             key=obj.key,
             name=obj.name,
+            product_id=obj.product.key if obj.product else None,
+            invoice_display_name=obj.invoice_display_name,
+            minimum_commitment=obj.minimum_commitment,
+            trial_days=obj.trial_days,
+            trial_end_action=obj.trial_end_action,
+            trial_fallback_plan=fallback.key if fallback else None,
+            prices=[
+                {name: row.get(name) for name in PRICE_FIELDS} for row in _rows(formsets, PlanPrice)
+            ],
             account_kit_id=obj.account_kit.key if obj.account_kit else None,
             stripe_price_id=obj.stripe_price_id,
             period=obj.period,
@@ -218,18 +267,24 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "stripe_subscription_id",
         "usage",
         "quota_grants",
+        "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
         "status_changed_at",
+        "trial_start",
+        "trial_end",
     ]
     readonly_fields = [
         "usage",
         "quota_grants",
+        "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
         "status_changed_at",
+        "trial_start",
+        "trial_end",
     ]
     inlines = [PeriodInline, SeatInline]
     actions = ["change_plan"]
@@ -391,6 +446,31 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 "window_end": _when(rollup.window.end),
                 "usage": self.usage(subscription),
             },
+        )
+
+    @admin.display(description="upcoming charges")
+    def upcoming_charges(self, obj: Subscription) -> str:
+        found = upcoming(customer=obj.customer_id) if obj.pk is not None else None
+        if found is None:
+            return "-"
+        currency = found.plan.currency.upper()
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (line.primitive or "plan", line.description, decimal_text(line.amount))
+                for line in found.projection
+            ),
+        )
+        return format_html(
+            "<p>So far {} {}; projected to {} (usage so far, extrapolated linearly): {} {}. "
+            "Amounts in minor units.</p><table>{}</table>",
+            decimal_text(found.so_far_total),
+            currency,
+            _when(found.period.end),
+            decimal_text(found.projection_total),
+            currency,
+            rows,
         )
 
     @admin.action(description="Change plan (on Stripe first when Stripe-backed)")
@@ -578,6 +658,15 @@ class QuotaGrantAdmin(_ReadOnlyAdmin):
     date_hierarchy = "granted_at"
 
 
+@admin.register(AdvanceCharge)
+class AdvanceChargeAdmin(_ReadOnlyAdmin):
+    """What periods were charged in advance when they opened."""
+
+    list_display = ["customer", "plan", "period_start", "period_end", "charged_at"]
+    list_select_related = ["customer", "plan"]
+    date_hierarchy = "period_start"
+
+
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(_ReadOnlyAdmin):
     """What billing_app owes other systems, and whether it got there."""
@@ -629,9 +718,12 @@ class ProblemAdmin(_ReadOnlyAdmin):
 # left as it is; its own apps follow, as Django orders them.
 
 ADMIN_GROUPS = [
-    ("Catalog", ["plan", "accountkit"]),
+    ("Catalog", ["product", "plan", "accountkit"]),
     ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
-    ("Usage & records", ["usagecounter", "usageevent", "billingperiod", "usagerecord"]),
+    (
+        "Usage & records",
+        ["usagecounter", "usageevent", "billingperiod", "usagerecord", "advancecharge"],
+    ),
     ("Operations", ["outboxmessage", "problem", "operatorkey", "tenanttoken"]),
 ]
 _ORDER = {name: index for index, (_, names) in enumerate(ADMIN_GROUPS) for name in names}

@@ -170,3 +170,43 @@ def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
 def _processors(engine: dict[str, Any]) -> list[str]:
     options: dict[str, Any] = engine.get("OPTIONS") or {}
     return list(options.get("context_processors", []))
+
+
+@register(Tags.database)
+def check_plan_currencies(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Error]:
+    """Each plan's currency is its Stripe price's, as dj-stripe has it synced (no network).
+    A database check: ``migrate`` and ``check --database default`` run it."""
+    from django.db import DatabaseError
+    from djstripe.models import Price as StripePrice
+
+    from .models import Plan
+
+    errors = []
+    for database in databases or []:
+        try:
+            plans = list(
+                Plan.objects.using(database)
+                .exclude(stripe_price_id="")
+                .values_list("key", "currency", "stripe_price_id")
+            )
+            synced = dict(
+                StripePrice.objects.using(database)
+                .filter(id__in=[price for _, _, price in plans])
+                .values_list("id", "currency")
+            )
+        except DatabaseError:
+            continue  # not migrated yet: nothing to compare
+        for key, currency, price in plans:
+            theirs = (synced.get(price) or "").lower()
+            if theirs and theirs != currency:
+                errors.append(
+                    Error(
+                        f"Plan {key!r} is in {currency}, its Stripe price {price} in {theirs}.",
+                        hint="A plan's currency is its Stripe price's: set the plan's currency "
+                        "(POST /v1/plans, or the admin) or give it a price in its currency.",
+                        id="billing_app.E011",
+                    )
+                )
+    return errors

@@ -18,6 +18,7 @@ from .catalog import selectors as catalog_selectors
 from .catalog import services as catalog
 from .customers import selectors as customers_selectors
 from .customers import services as customers
+from .cycles.selectors import Upcoming, upcoming
 from .entitlements import Entitlement, entitlement_for
 from .metering import credits
 from .metering import services as metering
@@ -60,6 +61,14 @@ class CustomerBilling:
 
     def subscription(self) -> Subscription | None:
         return subscriptions_selectors.subscription_get(customer=self.customer)
+
+    def start_trial(self, *, plan_key: str, **fields: Any) -> Subscription:
+        """A trial without Stripe or a card (one per customer)."""
+        return subscriptions.trial_start(customer=self.customer, plan_key=plan_key, **fields)
+
+    def upcoming(self) -> Upcoming | None:
+        """The open period's charges so far and as projected to its end."""
+        return upcoming(customer=self.customer)
 
     def entitlement(self) -> Entitlement:
         """What applies now: plan, status, quotas, kit, features, the current window."""

@@ -10,11 +10,15 @@ from django.core import checks
 from django.test import override_settings
 
 from billing_app import checks as billing_checks
+from billing_app.catalog import services as catalog
+from billing_app.models import Plan
+
+from .utils import synced_price
 
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 11)} | {"billing_app.W001"}
+BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 12)} | {"billing_app.W001"}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -124,7 +128,7 @@ def test_metered_views_without_the_middleware_fire_e010():
         errors = billing_errors()
     assert [e.id for e in errors] == ["billing_app.E010"]
     assert errors[0].msg == (
-        f"{MIDDLEWARE} is not in MIDDLEWARE, but 6 view(s) are @metered: demo/aeo/, "
+        f"{MIDDLEWARE} is not in MIDDLEWARE, but 7 view(s) are @metered: demo/aeo/, "
         "demo/email.send/, demo/seo/, ..."
     )
     assert MIDDLEWARE in errors[0].hint
@@ -186,3 +190,25 @@ def test_every_check_id_is_tested():
     """Keeps this module in step with checks.py: a new id needs a case above."""
     source = inspect.getsource(billing_checks)
     assert set(re.findall(r'"(billing_app\.[EW]\d{3})"', source)) == BILLING_IDS
+
+
+def database_errors() -> list[checks.CheckMessage]:
+    return [
+        message
+        for message in checks.run_checks(databases=["default"])
+        if message.id and message.id.startswith("billing_app.")
+    ]
+
+
+def test_a_system_check_finds_plans_in_another_currency_than_their_price(stripe_stub):
+    synced_price(stripe_stub, "price_eur", "eur")
+    catalog.plan_upsert(key="eu", name="EU", stripe_price_id="price_eur", currency="eur")
+    assert database_errors() == []
+
+    Plan.objects.filter(key="eu").update(currency="usd")  # as a plan set before the sync
+    (error,) = database_errors()
+    assert error.id == "billing_app.E011"
+    assert "'eu'" in error.msg and "eur" in error.msg
+    assert error.hint
+    # Not among the checks that run without a database.
+    assert [m for m in checks.run_checks() if m.id == "billing_app.E011"] == []

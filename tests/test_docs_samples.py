@@ -13,7 +13,8 @@ The convention (docs/index.md says it to readers):
 - ``sh`` samples: ``python manage.py billing_...`` lines run (call_command); the other
   lines are classified below as not runnable here (curl, the Stripe CLI, pip, cron), and
   a line of no known kind fails the test, so a new kind is a decision.
-- ``json`` samples parse.
+- ``json`` samples parse; ``django`` (template) samples compile, so every tag they use
+  exists in a library they load.
 - The README's install and quickstart, and docs/howto/organisations.md, are followed in a
   freshly made project by tests/test_install.py instead (they create models and migrate).
 """
@@ -33,6 +34,7 @@ import yaml
 from django.conf import settings
 from django.core import checks
 from django.core.management import call_command, get_commands
+from django.template import Template
 from django.test import override_settings
 from django.urls import URLPattern, URLResolver, clear_url_caches, get_resolver
 
@@ -85,6 +87,8 @@ class Page:
                 self.shell(line)
         elif lang == "json":
             json.loads(text)
+        elif lang == "django":
+            Template(text)
         elif lang != "text":  # diagrams and output
             raise AssertionError(f"no rule runs {lang!r} samples: add one to this test")
 

@@ -104,6 +104,14 @@ def subscribe_on_stripe(
     return stripe_customer, sub
 
 
+def synced_price(stripe_stub: Any, price_id: str, currency: str) -> Any:
+    """A Stripe price in ``currency``, as dj-stripe has it once synced."""
+    from djstripe.models import Price
+
+    stripe_stub.price(price_id, currency=currency)
+    return Price.sync_from_stripe_data(Price(id=price_id).api_retrieve())
+
+
 def item_set(stripe_stub: Any, sub_id: str, **values: Any) -> dict[str, Any]:
     """Set fields of the subscription's item (``quantity``, period bounds, ``price``): the
     stand-in's ``set_price`` changes only the price."""

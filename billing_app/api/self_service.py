@@ -20,7 +20,7 @@ from ..periods import label
 from ..stripe import calls as stripe_calls
 from ..subscriptions.selectors import invoices_of, subscription_get
 from . import serializers as s
-from .views import BillingAPIView, Pagination, extend_schema, outside_transactions
+from .views import BillingAPIView, Pagination, extend_schema, outside_transactions, upcoming_answer
 
 
 class CustomerAPIView(BillingAPIView):
@@ -75,6 +75,14 @@ class UsageView(CustomerAPIView):
             "usage": usage,
         }
         return Response(s.SelfUsageSerializer(body).data)
+
+
+class UpcomingView(CustomerAPIView):
+    """Your open period's charges so far and as projected to its end."""
+
+    @extend_schema(responses=s.UpcomingSerializer)
+    def get(self, request: Request) -> Response:
+        return upcoming_answer(self.customer)
 
 
 class InvoicePagination(Pagination):

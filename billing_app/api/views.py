@@ -90,9 +90,38 @@ class PlanListView(OperatorAPIView):
 
     @extend_schema(request=s.PlanInputSerializer, responses=s.PlanSerializer)
     def post(self, request: Request) -> Response:
-        plan, created = catalog.plan_upsert(**self.parse(s.PlanInputSerializer, request.data))
+        serializer = s.PlanInputSerializer(data=request.data)
+        if not serializer.is_valid():
+            errors = dict(serializer.errors)
+            # Prices nest lists in lists: their errors are named by path (prices.0.tiers.1.upTo).
+            errors.update(s.flat_errors(errors.pop("prices", {}), "prices"))
+            raise ValidationError(errors)
+        data = s.snake_case(dict(serializer.validated_data))
+        if "prices" in data:
+            data["prices"] = [_plain(price) for price in data["prices"]]
+        plan, created = catalog.plan_upsert(**data)
         plan = catalog_selectors.plan_list().get(pk=plan.pk)
         return Response(s.PlanSerializer(plan).data, status=_created(created))
+
+
+def _plain(price: Any) -> dict[str, Any]:
+    """A parsed price as the service takes it (tiers as plain dicts)."""
+    price = dict(price)
+    price["tiers"] = [dict(tier) for tier in price.get("tiers") or []]
+    return price
+
+
+class ProductListView(OperatorAPIView):
+    @extend_schema(responses=s.ProductSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(s.ProductSerializer(catalog_selectors.product_list(), many=True).data)
+
+    @extend_schema(request=s.ProductInputSerializer, responses=s.ProductSerializer)
+    def post(self, request: Request) -> Response:
+        product, created = catalog.product_upsert(
+            **self.parse(s.ProductInputSerializer, request.data)
+        )
+        return Response(s.ProductSerializer(product).data, status=_created(created))
 
 
 class AccountKitListView(OperatorAPIView):
@@ -167,6 +196,18 @@ class SubscriptionView(OperatorAPIView):
         customer = customers_selectors.customer_get(customer_id=user_id)
         subscriptions.subscription_set(
             customer=customer, **self.parse(s.SubscriptionInputSerializer, request.data)
+        )
+        return subscription_answer(customer)
+
+
+class TrialView(OperatorAPIView):
+    """Start a trial without Stripe and without a card: one per customer."""
+
+    @extend_schema(request=s.TrialInputSerializer, responses=s.SubscriptionSerializer)
+    def post(self, request: Request, user_id: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        subscriptions.trial_start(
+            customer=customer, **self.parse(s.TrialInputSerializer, request.data)
         )
         return subscription_answer(customer)
 
@@ -321,6 +362,21 @@ class UsageRecordCurrentView(OperatorAPIView):
         if record is None:
             raise NotFound("This customer has no open billing period (no live subscription).")
         return Response(s.CycleRecordSerializer(record).data)
+
+
+def upcoming_answer(customer: Any) -> Response:
+    upcoming = cycles.upcoming(customer=customer)
+    if upcoming is None:
+        raise NotFound("There is no open billing period (no live subscription).")
+    return Response(s.UpcomingSerializer(s.upcoming_data(upcoming)).data)
+
+
+class UpcomingView(OperatorAPIView):
+    """The open period's charges so far and as projected to its end (read only)."""
+
+    @extend_schema(responses=s.UpcomingSerializer)
+    def get(self, request: Request, user_id: str) -> Response:
+        return upcoming_answer(customers_selectors.customer_get(customer_id=user_id))
 
 
 class CheckView(OperatorAPIView):

@@ -6,8 +6,11 @@ from .catalog import (
     Period,
     Plan,
     PlanFeature,
+    PlanPrice,
     PlanQuota,
     PrimitiveField,
+    Product,
+    TrialEnd,
     validate_primitive,
 )
 from .credits import (
@@ -20,7 +23,7 @@ from .credits import (
     PlanCredits,
 )
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
-from .cycles import UsageRecord
+from .cycles import AdvanceCharge, UsageRecord
 from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
 from .outbox import OutboxMessage
 from .problems import Problem
@@ -35,6 +38,7 @@ from .subscriptions import (
 __all__ = [
     "ENDED_STATUSES",
     "AccountKit",
+    "AdvanceCharge",
     "BillingPeriod",
     "CreditAutoTopUp",
     "CreditBalance",
@@ -52,15 +56,18 @@ __all__ = [
     "PlanCreditCost",
     "PlanCredits",
     "PlanFeature",
+    "PlanPrice",
     "PlanQuota",
     "PrimitiveField",
     "Problem",
+    "Product",
     "QuotaGrant",
     "RateCounter",
     "Seat",
     "Subscription",
     "SubscriptionStatus",
     "TenantToken",
+    "TrialEnd",
     "UsageAlert",
     "UsageCounter",
     "UsageEvent",
