@@ -22,6 +22,7 @@ from .metering.selectors import usage_rollup
 from .models import (
     AccountKit,
     BillingPeriod,
+    GaugeEvent,
     KitAssignment,
     KitPrimitive,
     OperatorKey,
@@ -158,7 +159,16 @@ class PlanAdmin(_ServiceSaveAdmin):
             currency=obj.currency,
             active=obj.active,
             stripe_meter_event=obj.stripe_meter_event,
-            quotas={row["primitive"]: row["limit"] for row in quotas},
+            quotas={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind", PlanQuota.Kind.COUNTER) == PlanQuota.Kind.COUNTER
+            },
+            gauges={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind") == PlanQuota.Kind.GAUGE
+            },
             per_seat=[row["primitive"] for row in quotas if row.get("per_seat")],
             overage={
                 row["primitive"]: row["overage_unit_price"]
@@ -279,14 +289,40 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 ]
             ),
         )
+        levels = format_html_join(
+            "",
+            '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
+            'background:#ddd" role="img" aria-label="{}% of the limit"><div style="width:{}%;'
+            'height:10px;background:{}"></div></div></td></tr>',
+            (
+                (
+                    primitive,
+                    rollup.levels.get(primitive, 0),
+                    rollup.level_limits.get(primitive, "unlimited"),
+                    percent,
+                    percent,
+                    "#ba2121" if percent >= 100 else "#417690",
+                )
+                for primitive in rollup.gauges()
+                for percent in [
+                    _percent(rollup.levels.get(primitive, 0), rollup.level_limits.get(primitive))
+                ]
+            ),
+        )
+        gauges = (
+            format_html("<p>Gauges (levels now; no window):</p><table>{}</table>", levels)
+            if rollup.gauges()
+            else ""
+        )
         return format_html(
-            "<p>Plan in force: {} ({}). Window {} to {}; resets {}.</p><table>{}</table>",
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}.</p><table>{}</table>{}",
             rollup.plan or "none",
             rollup.status or "no subscription",
             _when(rollup.window.start),
             _when(rollup.window.end),
             _when(rollup.window.end),
             bars,
+            gauges,
         )
 
     @admin.action(description="Change plan (on Stripe first when Stripe-backed)")
@@ -416,6 +452,17 @@ class UsageCounterAdmin(_ReadOnlyAdmin):
     list_filter = ["primitive"]
     list_select_related = ["customer"]
     date_hierarchy = "window_start"
+
+
+@admin.register(GaugeEvent)
+class GaugeEventAdmin(_ReadOnlyAdmin):
+    """Every change of every gauge: the levels are their sums."""
+
+    list_display = ["occurred_at", "customer", "primitive", "op", "amount", "delta", "level_after"]
+    list_filter = ["primitive", "op"]
+    list_select_related = ["customer"]
+    search_fields = ["idempotency_key"]
+    date_hierarchy = "occurred_at"
 
 
 @admin.register(BillingPeriod)

@@ -48,6 +48,11 @@ endpoints = [
         name="user-usage-record-current",
     ),
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
+    path(
+        "users/<str:user_id>/billing/gauges/<str:primitive>",
+        views.GaugeView.as_view(),
+        name="user-gauge",
+    ),
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.

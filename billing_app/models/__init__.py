@@ -12,7 +12,15 @@ from .catalog import (
 )
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
 from .cycles import UsageRecord
-from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
+from .metering import (
+    GaugeEvent,
+    GaugeLevel,
+    IdempotencyKey,
+    RateCounter,
+    UsageAlert,
+    UsageCounter,
+    UsageEvent,
+)
 from .outbox import OutboxMessage
 from .problems import Problem
 from .subscriptions import (
@@ -28,6 +36,8 @@ __all__ = [
     "AccountKit",
     "BillingPeriod",
     "EntitlementVersion",
+    "GaugeEvent",
+    "GaugeLevel",
     "IdempotencyKey",
     "KitAssignment",
     "KitPrimitive",
