@@ -60,6 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="billing_app.E006",
             )
         )
+    errors.extend(_metered_paths_errors())
     errors.extend(_customer_model_errors())
     for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
         if app not in settings.INSTALLED_APPS:
@@ -71,6 +72,55 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+def _metered_paths_errors() -> list[Error]:
+    from django.utils.module_loading import import_string
+
+    from .decorators import MIDDLEWARE
+    from .validation import check_primitive
+
+    rule = billing_settings.METERED_PATHS
+    if not rule:
+        return []
+    problem = None
+    if isinstance(rule, str):
+        try:
+            if not callable(import_string(rule)):
+                problem = f"{rule!r} is not a callable."
+        except ImportError as error:
+            problem = f"{rule!r} cannot be imported: {error}."
+    elif isinstance(rule, dict):
+        for prefix, primitive in rule.items():
+            try:
+                if not (isinstance(prefix, str) and prefix.startswith("/")):
+                    raise ValueError
+                if primitive is not None:
+                    check_primitive("BILLING_METERED_PATHS", primitive)
+            except Exception:
+                problem = f"{prefix!r}: {primitive!r} is not a path prefix and a primitive."
+                break
+    else:
+        problem = "it is neither a dict nor a dotted path."
+    if problem:
+        return [
+            Error(
+                f"BILLING_METERED_PATHS: {problem}",
+                hint='For example {"/api/": "api.calls"} (a primitive of None leaves a '
+                "prefix out), or the dotted path of a callable(request) -> primitive or None.",
+                id="billing_app.E009",
+            )
+        ]
+    if MIDDLEWARE not in settings.MIDDLEWARE:
+        return [
+            Error(
+                f"BILLING_METERED_PATHS is set but {MIDDLEWARE} is not in MIDDLEWARE: "
+                "no request would be counted.",
+                hint="Add it after AuthenticationMiddleware.",
+                id="billing_app.E010",
+            )
+        ]
+    return []
 
 
 def _customer_model_errors() -> list[Error]:

@@ -110,6 +110,17 @@ def rate_minute(monkeypatch):
     return minute
 
 
+@pytest.fixture
+def atomic_requests(monkeypatch):
+    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
+    Overriding the ``DATABASES`` setting would not reach the connection that exists
+    already; the test views answer ``"atomic": true`` to show that this does."""
+    from django.db import connections
+
+    for each in connections.all():
+        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with no entitlement cached in this process, nor in Django's."""

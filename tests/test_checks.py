@@ -14,7 +14,7 @@ from billing_app import checks as billing_checks
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 9)}
+BILLING_IDS = {f"billing_app.E{n:03d}" for n in range(1, 11)}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -36,7 +36,10 @@ def test_explicit_good_settings_pass_every_check():
         BILLING_TIME_ZONE="Europe/Paris",
         BILLING_PAST_DUE_GRACE=timedelta(0),
         BILLING_LATE_USAGE_WINDOW=timedelta(days=1),
+        BILLING_METERED_PATHS={"/api/": "api.calls", "/api/health": None},
     ):
+        assert billing_errors() == []
+    with override_settings(BILLING_METERED_PATHS="tests.views.api_primitive"):
         assert billing_errors() == []
 
 
@@ -58,6 +61,11 @@ def test_explicit_good_settings_pass_every_check():
         ("BILLING_CUSTOMER_MODEL", "Organization", "billing_app.E007"),
         # An installed model, but not the one dj-stripe bills.
         ("BILLING_CUSTOMER_MODEL", "auth.Group", "billing_app.E008"),
+        ("BILLING_METERED_PATHS", {"api/": "api.calls"}, "billing_app.E009"),
+        ("BILLING_METERED_PATHS", {"/api/": "API calls"}, "billing_app.E009"),
+        ("BILLING_METERED_PATHS", "tests.views.no_such_callable", "billing_app.E009"),
+        ("BILLING_METERED_PATHS", "tests.views.SEO_PRIMITIVE", "billing_app.E009"),
+        ("BILLING_METERED_PATHS", ["/api/"], "billing_app.E009"),
     ],
 )
 def test_a_bad_setting_fires_its_check(setting, value, check_id):
@@ -68,6 +76,14 @@ def test_a_bad_setting_fires_its_check(setting, value, check_id):
     assert error.level == checks.ERROR
     assert error.hint
     assert setting in error.msg
+
+
+def test_metered_paths_without_the_middleware_fire_e010():
+    middleware = [m for m in settings.MIDDLEWARE if "QuotaMiddleware" not in m]
+    with override_settings(BILLING_METERED_PATHS={"/api/": "api.calls"}, MIDDLEWARE=middleware):
+        errors = billing_errors()
+    assert [e.id for e in errors] == ["billing_app.E010"]
+    assert "QuotaMiddleware" in errors[0].msg
 
 
 def test_dj_stripe_must_bill_the_same_model():

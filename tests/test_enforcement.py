@@ -44,6 +44,7 @@ from .factories import CustomerFactory
 from .utils import (
     FailingCache,
     absent_customer_id,
+    assert_refused,
     bearer,
     counters_of,
     events_of,
@@ -64,15 +65,6 @@ INACTIVE = ["canceled", "unpaid", "incomplete", "incomplete_expired", "paused"]
 
 def post(client: Client, path: str = SEO, body: dict | None = None):
     return post_json(client, path, body)
-
-
-def assert_refused(response, status: int, error: str, primitive: str = "seo") -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["error"] == error
-    assert body["primitive"] == primitive
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 @pytest.fixture
@@ -484,17 +476,6 @@ def test_a_metered_view_without_the_middleware_fails_loudly(customer, client):
 
 
 # ... under ATOMIC_REQUESTS too
-
-
-@pytest.fixture
-def atomic_requests(monkeypatch):
-    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
-    Overriding the ``DATABASES`` setting would not reach the connection that exists
-    already; the views below answer ``"atomic": true`` to show that this does."""
-    from django.db import connections
-
-    for each in connections.all():
-        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
 
 
 FAILURES = [("status", 503), ("validation", 400), ("not_found", 404), ("exception", 500)]

@@ -12,5 +12,13 @@ urlpatterns = [
     path("test/reports/", views.ReportView.as_view()),
     path("test/pages/", views.PagesView.as_view()),
     path("test/report-set/", views.ReportViewSet.as_view({"get": "list", "post": "create"})),
+    path("test/api/plain/", views.api_plain),
+    path("test/api/excluded/", views.api_plain),
+    path("test/api/seo/", views.api_seo),
+    path("test/api/pages/", views.api_pages),
+    path("test/api/health/", views.api_health),
+    path("test/api/reports/", views.ApiReportView.as_view()),
+    path("test/api/calls/", views.ApiCallsView.as_view()),
+    path("test/api/status/", views.ApiStatusView.as_view()),
     path("", include("billing_app.urls")),
 ]

@@ -259,6 +259,16 @@ def iso(instant: datetime) -> str:
     return instant.isoformat().replace("+00:00", "Z")
 
 
+def assert_refused(response: Any, status: int, error: str, primitive: str = "seo") -> dict:
+    """A metered call refused with ``status`` and the contract's body for ``primitive``."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["error"] == error
+    assert body["primitive"] == primitive
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
 def ratelimit_field(value: str) -> dict[str, str]:
     """``"seo";r=2;t=30`` -> {"name": "seo", "r": "2", "t": "30"}."""
     name, *params = value.split(";")
