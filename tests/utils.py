@@ -393,7 +393,7 @@ def plan_state() -> list[tuple]:
     )
     quotas = list(
         PlanQuota.objects.order_by("plan__key", "primitive").values_list(
-            "plan__key", "primitive", "limit", "per_seat", "overage", "overage_unit_price"
+            "plan__key", "primitive", "kind", "limit", "per_seat", "overage", "overage_unit_price"
         )
     )
     features = list(
