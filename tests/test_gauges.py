@@ -394,8 +394,9 @@ def test_the_admin_subscription_page_shows_the_gauge(admin_client, customer):
 def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, clock):
     """April 2026 (30 days, 720 hours). Storage holds 2 GB on April 1, 10 GB from the
     11th, 16 GB from the 21st and 8 GB from the 26th; the plan includes 10 GB and bills
-    0.23 cents per GB-month (0.00000000023 per byte-month) beyond. 5,760 GB-hours, an
-    average of 8 GB, a peak of 16 GB; 6 GB over for 120 hours is 1 GB-month over."""
+    2.3 cents per GB-month (0.0000000023 cents per byte-month) beyond. 5,760 GB-hours, an
+    average of 8 GB, a peak of 16 GB; 6 GB over for 120 hours is 1 GB-month over: 2.3
+    cents."""
     storage_plan(limit=10 * GB, overage={"storage": "0.0000000023"})
     gauge = billing.for_customer(customer).gauge("storage")
     clock.set("2026-03-20 00:00")

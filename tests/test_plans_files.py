@@ -179,6 +179,46 @@ def test_check_passes_on_the_same_catalog_and_fails_after_a_change_elsewhere(wri
     assert plan_state() == before  # a check writes nothing
 
 
+def test_check_fails_after_a_quota_is_changed_in_the_admin(write, admin_client):
+    path = write(SEED)
+    plans("apply", path)
+    plan = Plan.objects.get(key="pro")
+    quotas = list(plan.quotas.order_by("pk"))
+    form = {
+        "name": "pro",
+        "account_kit": "",
+        "stripe_price_id": "",
+        "period": "month",
+        "billing_cadence": "P1M",
+        "currency": "usd",
+        "active": "on",
+        "stripe_meter_event": "",
+        "quotas-TOTAL_FORMS": len(quotas),
+        "quotas-INITIAL_FORMS": len(quotas),
+        "features-TOTAL_FORMS": 0,
+        "features-INITIAL_FORMS": 0,
+        "_save": "Save",
+    }
+    for index, quota in enumerate(quotas):
+        form.update(
+            {
+                f"quotas-{index}-id": quota.pk,
+                f"quotas-{index}-plan": plan.pk,
+                f"quotas-{index}-primitive": quota.primitive,
+                f"quotas-{index}-kind": quota.kind,
+                f"quotas-{index}-limit": 7 if quota.primitive == "llm.tokens" else quota.limit,
+                f"quotas-{index}-overage": "block",
+            }
+        )
+
+    saved = admin_client.post(f"/admin/billing_app/plan/{plan.pk}/change/", form)
+
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    status, out, _ = plans("apply", path, "--check")
+    assert status == 1
+    assert out.splitlines() == ["~ plan pro", '    quotas["llm.tokens"]: 7 -> 1000000']
+
+
 def test_a_dry_run_shows_the_changes_and_applies_none(write):
     status, out, err = plans("apply", write(SEED), "--dry-run")
 
