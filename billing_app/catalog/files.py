@@ -287,7 +287,7 @@ def _read_plan(
     read: dict[str, Any] = {"name": key, **DEFAULTS}
     for name in ("quotas", "gauges", "perSeat", "overage", "features"):
         read[name] = type(DEFAULTS[name])()
-    where = {}  # primitive -> the path it was given at, to name a second mention
+    where: dict[str, Path] = {}  # primitive -> where it was given, to name a second mention
     for member, value in plan.items():
         at = (*path, member)
         if member in PLAN_FIELDS or member == "kit":
@@ -654,8 +654,8 @@ def _apply(change: Change, desired: Catalog) -> None:
                 primitives={p: o["ratePerMinute"] for p, o in kit["primitives"].items()},
             )
         elif change.key not in desired["plans"]:
-            plan = Plan.objects.get(key=change.key)
-            services.plan_upsert(key=change.key, name=plan.name, active=False)
+            name = Plan.objects.values_list("name", flat=True).get(key=change.key)
+            services.plan_upsert(key=change.key, name=name, active=False)
         else:
             plan = desired["plans"][change.key]
             services.plan_upsert(
