@@ -206,7 +206,7 @@ def catalog_read(data: Any) -> Catalog:
         read = _read_plan(reader, ("billing", "plans", key), key, plan, gauges, kits)
         if read is not None:
             plans[key] = read
-    _check_across_plans(reader, plans, kits)
+    _check_across_plans(reader, plans)
     if reader.problems:
         raise InvalidInput(reader.problems)
     return {"kits": kits, "plans": plans}
@@ -465,9 +465,7 @@ def _plan_kit(
     return kit_key
 
 
-def _check_across_plans(
-    reader: _Reader, plans: dict[str, dict[str, Any]], kits: dict[str, dict[str, Any]]
-) -> None:
+def _check_across_plans(reader: _Reader, plans: dict[str, dict[str, Any]]) -> None:
     """A price belongs to one plan; a metric is a counter in every plan or a gauge in
     every plan (a plan change must not turn a level into usage per window)."""
     prices: dict[str, str] = {}
