@@ -3,6 +3,7 @@ service as the API; every page render only reads."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -29,6 +30,7 @@ from .models import (
     AccountKit,
     AdvanceCharge,
     BillingPeriod,
+    GaugeEvent,
     KitAssignment,
     KitPrimitive,
     OperatorKey,
@@ -212,7 +214,16 @@ class PlanAdmin(_ServiceSaveAdmin):
             currency=obj.currency,
             active=obj.active,
             stripe_meter_event=obj.stripe_meter_event,
-            quotas={row["primitive"]: row["limit"] for row in quotas},
+            quotas={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind", PlanQuota.Kind.COUNTER) == PlanQuota.Kind.COUNTER
+            },
+            gauges={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind") == PlanQuota.Kind.GAUGE
+            },
             per_seat=[row["primitive"] for row in quotas if row.get("per_seat")],
             overage={
                 row["primitive"]: row["overage_unit_price"]
@@ -322,33 +333,23 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         rollup = usage_rollup(customer_id=obj.customer_id)
-        rows: list[tuple[Any, ...]] = []
-        for primitive in rollup.primitives():
-            used, limit = rollup.usage.get(primitive, 0), rollup.quotas.get(primitive)
-            percent = _percent(used, limit)
-            color = "#ba2121" if percent >= 100 else "#417690"
-            if limit is None:
-                rows.append((primitive, used, "unlimited", percent, percent, color, "unlimited"))
-            else:
-                left = f"{max(0, limit - used)} left"
-                rows.append((primitive, used, limit, percent, percent, color, left))
-        bars = format_html_join(
-            "",
-            '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
-            'background:#ddd;border:1px solid #999" role="img" aria-label="{}% used">'
-            '<div style="width:{}%;height:10px;background:{}"></div></div></td><td>{}</td></tr>',
-            rows,
+        counters = _usage_table(
+            (p, rollup.usage.get(p, 0), rollup.quotas.get(p)) for p in rollup.primitives()
+        )
+        gauges = _usage_table(
+            (p, rollup.levels.get(p, 0), rollup.level_limits.get(p)) for p in rollup.gauges()
         )
         return format_html(
-            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>"
-            "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
-            "<th>left</th></tr></thead><tbody>{}</tbody></table>",
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>{}{}",
             rollup.plan or "none",
             rollup.status or "no subscription",
             _when(rollup.window.start),
             _when(rollup.window.end),
             _when(rollup.window.end),
-            bars,
+            counters,
+            format_html("<p>Gauges (levels now; no window):</p>{}", gauges)
+            if rollup.gauges()
+            else "",
         )
 
     @admin.display(description="one-off quota grants")
@@ -519,6 +520,30 @@ class QuotaGrantForm(forms.Form):
         self.fields["primitive"].choices = [(p, p) for p in primitives]  # type: ignore[attr-defined]
 
 
+def _usage_table(rows: Iterable[tuple[str, int, int | None]]) -> str:
+    """A table of (primitive, used, limit or None) with a bar of the share used."""
+    cells = []
+    for primitive, used, limit in rows:
+        percent = _percent(used, limit)
+        color = "#ba2121" if percent >= 100 else "#417690"
+        shown, left = (
+            ("unlimited", "unlimited") if limit is None else (limit, f"{max(0, limit - used)} left")
+        )
+        cells.append((primitive, used, shown, percent, percent, color, left))
+    body = format_html_join(
+        "",
+        '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
+        'background:#ddd;border:1px solid #999" role="img" aria-label="{}% used">'
+        '<div style="width:{}%;height:10px;background:{}"></div></div></td><td>{}</td></tr>',
+        cells,
+    )
+    return format_html(
+        "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
+        "<th>left</th></tr></thead><tbody>{}</tbody></table>",
+        body,
+    )
+
+
 def _percent(used: int, limit: int | None) -> int:
     if not limit:
         return 100 if used and limit == 0 else 0
@@ -618,6 +643,17 @@ class UsageCounterAdmin(_ReadOnlyAdmin):
     list_filter = ["primitive"]
     list_select_related = ["customer"]
     date_hierarchy = "window_start"
+
+
+@admin.register(GaugeEvent)
+class GaugeEventAdmin(_ReadOnlyAdmin):
+    """Every change of every gauge: the levels are their sums."""
+
+    list_display = ["occurred_at", "customer", "primitive", "op", "amount", "delta", "level_after"]
+    list_filter = ["primitive", "op"]
+    list_select_related = ["customer"]
+    search_fields = ["idempotency_key"]
+    date_hierarchy = "occurred_at"
 
 
 @admin.register(BillingPeriod)
@@ -722,7 +758,15 @@ ADMIN_GROUPS = [
     ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
     (
         "Usage & records",
-        ["usagecounter", "usageevent", "billingperiod", "usagerecord", "advancecharge"],
+        [
+            "usagecounter",
+            "usageevent",
+            "gaugelevel",
+            "gaugeevent",
+            "billingperiod",
+            "usagerecord",
+            "advancecharge",
+        ],
     ),
     ("Operations", ["outboxmessage", "problem", "operatorkey", "tenanttoken"]),
 ]

@@ -520,13 +520,21 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
             **inline(
                 "quotas",
                 [
-                    {"primitive": "seo", "limit": 100, "per_seat": "on", "overage": "block"},
+                    {
+                        "primitive": "seo",
+                        "kind": "counter",
+                        "limit": 100,
+                        "per_seat": "on",
+                        "overage": "block",
+                    },
                     {
                         "primitive": "aeo",
+                        "kind": "counter",
                         "limit": 10,
                         "overage": "bill",
                         "overage_unit_price": "0.5",
                     },
+                    {"primitive": "storage", "kind": "gauge", "limit": 1000, "overage": "block"},
                 ],
             ),
             **inline("features", [{"feature": "sso"}]),
@@ -537,9 +545,10 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
     assert response.status_code == 302, response.content.decode()[:3000]
     plan = Plan.objects.get(key="team")
     assert (plan.billing_cadence, plan.account_kit) == ("P3M", world["accountkit"])
-    assert {q.primitive: (q.limit, q.per_seat, q.overage) for q in plan.quotas.all()} == {
-        "seo": (100, True, "block"),
-        "aeo": (10, False, "bill"),
+    assert {q.primitive: (q.kind, q.limit, q.per_seat, q.overage) for q in plan.quotas.all()} == {
+        "seo": ("counter", 100, True, "block"),
+        "aeo": ("counter", 10, False, "bill"),
+        "storage": ("gauge", 1000, False, "block"),
     }
     assert list(plan.features.values_list("feature", flat=True)) == ["sso"]
     assert (plan.product, plan.invoice_display_name, plan.minimum_commitment) == (

@@ -198,6 +198,8 @@ class PlanInputSerializer(serializers.Serializer):
     )
     stripePriceId = serializers.CharField(required=False, allow_blank=True, max_length=255)
     quotas = _primitive_dict(serializers.IntegerField(min_value=0, max_value=2**63 - 1))
+    # slug -> limit on the gauge's level (storage in bytes): no window
+    gauges = _primitive_dict(serializers.IntegerField(min_value=0, max_value=2**63 - 1))
     perSeat = serializers.ListField(child=primitive_field, required=False, max_length=1000)
     features = serializers.ListField(
         child=serializers.SlugField(max_length=64), required=False, max_length=1000
@@ -234,6 +236,7 @@ class PlanSerializer(serializers.Serializer):
     accountKitId = serializers.CharField(source="account_kit.key", allow_null=True, default=None)
     stripePriceId = serializers.CharField(source="stripe_price_id")
     quotas = serializers.SerializerMethodField()
+    gauges = serializers.SerializerMethodField()
     perSeat = serializers.SerializerMethodField()
     features = serializers.SerializerMethodField()
     period = serializers.CharField()
@@ -265,7 +268,10 @@ class PlanSerializer(serializers.Serializer):
         return [price_data(price) for price in plan.prices.all()]
 
     def get_quotas(self, plan: Any) -> dict[str, int]:
-        return {quota.primitive: quota.limit for quota in plan.quotas.all()}
+        return {q.primitive: q.limit for q in plan.quotas.all() if q.kind == "counter"}
+
+    def get_gauges(self, plan: Any) -> dict[str, int]:
+        return {q.primitive: q.limit for q in plan.quotas.all() if q.kind == "gauge"}
 
     def get_perSeat(self, plan: Any) -> list[str]:
         return [quota.primitive for quota in plan.quotas.all() if quota.per_seat]
@@ -456,6 +462,43 @@ class UsageRollupSerializer(serializers.Serializer):
     periodEnd = serializers.DateTimeField(source="window.end")
     quotas = serializers.DictField(child=serializers.IntegerField())
     usage = serializers.DictField(child=serializers.IntegerField())
+    gauges = serializers.SerializerMethodField()
+
+    def get_gauges(self, rollup: Any) -> dict[str, dict[str, int | None]]:
+        """Each gauge's level now and the limit on it: levels have no window."""
+        return {
+            primitive: {
+                "level": rollup.levels.get(primitive, 0),
+                "limit": rollup.level_limits.get(primitive),
+            }
+            for primitive in rollup.gauges()
+        }
+
+
+class GaugeChangeInputSerializer(serializers.Serializer):
+    op = serializers.ChoiceField(choices=["add", "subtract", "set"])
+    amount = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+    idempotencyKey = serializers.RegexField(
+        r"^[^\x00]*\Z", max_length=255, required=False, allow_blank=True
+    )
+
+
+class GaugeStateSerializer(serializers.Serializer):
+    primitive = serializers.CharField()
+    level = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+
+
+class GaugeChangeSerializer(GaugeStateSerializer):
+    op = serializers.CharField()
+    amount = serializers.IntegerField()
+    delta = serializers.IntegerField(help_text="How much the level moved (0: it did not).")
+    changedAt = serializers.DateTimeField(source="changed_at")
+    idempotencyKey = serializers.SerializerMethodField()
+    duplicate = serializers.BooleanField()
+
+    def get_idempotencyKey(self, changed: Any) -> str | None:
+        return changed.idempotency_key or None
 
 
 class UsageRecordInputSerializer(serializers.Serializer):

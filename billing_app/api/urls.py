@@ -69,6 +69,11 @@ endpoints = [
         credits.CreditLedgerView.as_view(),
         name="user-credit-ledger",
     ),
+    path(
+        "users/<str:user_id>/billing/gauges/<str:primitive>",
+        views.GaugeView.as_view(),
+        name="user-gauge",
+    ),
 ]
 
 # The schema covers the app's endpoints only, not the host project's other views.

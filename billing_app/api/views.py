@@ -64,6 +64,8 @@ class BillingAPIView(APIView):
     ]
     parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
     schema = AutoSchema()
+    # Never counted by BILLING_METERED_PATHS: reading one's usage must not use it up.
+    billing_unmetered = True
 
     def get_exception_handler(self) -> Any:
         return billing_exception_handler
@@ -307,6 +309,34 @@ class UsageView(OperatorAPIView):
         reservation = metering.usage_record(customer_id=customer.pk, **data)
         body = s.UsageRecordSerializer(s.reservation_data(reservation)).data
         return Response(body, status=_created(not reservation.duplicate))
+
+
+class GaugeView(OperatorAPIView):
+    """A gauge of the customer (storage, say): its level and limit; ``POST`` changes it."""
+
+    @extend_schema(responses=s.GaugeStateSerializer)
+    def get(self, request: Request, user_id: str, primitive: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        self.parse(s.CheckInputSerializer, {"primitive": primitive})
+        state = metering_selectors.gauge_state(customer_id=customer.pk, primitive=primitive)
+        return Response(s.GaugeStateSerializer(state).data)
+
+    @extend_schema(
+        request=s.GaugeChangeInputSerializer,
+        responses={201: s.GaugeChangeSerializer, 200: s.GaugeChangeSerializer},
+    )
+    def post(self, request: Request, user_id: str, primitive: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        data = self.parse(s.GaugeChangeInputSerializer, request.data)
+        header = request.headers.get("Idempotency-Key", "")
+        if "idempotency_key" not in data and header:
+            data["idempotency_key"] = self.parse(
+                s.GaugeChangeInputSerializer,
+                {"op": "set", "amount": 0, "idempotencyKey": header},
+            )["idempotency_key"]
+        changed = metering.gauge_change(customer_id=customer.pk, primitive=primitive, **data)
+        body = s.GaugeChangeSerializer(changed).data
+        return Response(body, status=_created(not changed.duplicate))
 
 
 class Pagination(CursorPagination):

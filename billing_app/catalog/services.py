@@ -114,6 +114,7 @@ def plan_upsert(
     account_kit_id: str | int | None = UNSET,
     stripe_price_id: str = UNSET,
     quotas: Mapping[str, int] = UNSET,
+    gauges: Mapping[str, int] = UNSET,
     per_seat: Iterable[str] = UNSET,
     features: Iterable[str] = UNSET,
     period: str = UNSET,
@@ -132,13 +133,15 @@ def plan_upsert(
 ) -> tuple[Plan, bool]:
     """Create or update the plan ``key``. Arguments left UNSET keep their current value.
 
-    ``quotas`` (slug -> limit per window) replaces the plan's whole set when given;
-    ``per_seat`` names the quotas that count per seat (limit x seats); ``overage`` (slug ->
-    unit price in minor units) makes those quotas soft: calls go on past them and the
-    excess is billed; the others block. ``features`` replaces the plan's feature set.
-    ``credit_costs`` (slug -> credits per unit) makes those primitives draw credits, and
-    ``credits`` (``{"per_period", "rollover_cap", "rollover_days"}``, or None for none) gives
-    the plan's customers credits every billing period; each replaces what was there.
+    ``quotas`` (slug -> limit per window) replaces the plan's counters when given, and
+    ``gauges`` (slug -> limit on the level) its gauges; ``per_seat`` names the quotas or
+    gauges that count per seat (limit x seats); ``overage`` (slug -> unit price in minor
+    units) makes those soft: use goes on past them and the excess is billed (a gauge's per
+    unit of its average excess level over the billing period); the others block.
+    ``features`` replaces the plan's feature set. ``credit_costs`` (slug -> credits per
+    unit) makes those primitives draw credits, and ``credits`` (``{"per_period",
+    "rollover_cap", "rollover_days"}``, or None for none) gives the plan's customers
+    credits every billing period; each replaces what was there.
 
     ``prices`` replaces the plan's prices per primitive when given: each ``{primitive,
     model, unit_amount, package_size, tiers: [{up_to, unit_amount, flat_amount}],
@@ -221,6 +224,16 @@ def plan_upsert(
             )
             for primitive, limit in quotas.items()
         }
+    if gauges is not UNSET:
+        gauges = {
+            check_primitive("gauges", primitive): check_count(
+                "gauges", limit, what=f"the limit of {primitive}"
+            )
+            for primitive, limit in gauges.items()
+        }
+        both = sorted(set(gauges) & set(quotas or {})) if quotas is not UNSET else []
+        if both:
+            raise invalid("gauges", f"{', '.join(both)}: a quota or a gauge, not both.")
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
     if features is not UNSET:
@@ -256,11 +269,13 @@ def plan_upsert(
             "A trial that falls back needs trialFallbackPlan, or BILLING_FALLBACK_PLAN set.",
         )
     plan.save()
-    if quotas is not UNSET:
-        plan.quotas.exclude(primitive__in=quotas).delete()
-        for primitive, limit in quotas.items():
+    for kind, limits in ((PlanQuota.Kind.COUNTER, quotas), (PlanQuota.Kind.GAUGE, gauges)):
+        if limits is UNSET:
+            continue
+        plan.quotas.filter(kind=kind).exclude(primitive__in=limits).delete()
+        for primitive, limit in limits.items():
             PlanQuota.objects.update_or_create(
-                plan=plan, primitive=primitive, defaults={"limit": limit}
+                plan=plan, primitive=primitive, defaults={"limit": limit, "kind": kind}
             )
     known = set(plan.quotas.values_list("primitive", flat=True))
     for name_, given in (("per_seat", per_seat), ("overage", overage)):

@@ -8,10 +8,10 @@ against the quota first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from django.db.models import Sum
@@ -21,6 +21,7 @@ from ..conf import billing_settings
 from ..models import (
     AdvanceCharge,
     BillingPeriod,
+    GaugeEvent,
     Plan,
     QuotaGrant,
     Subscription,
@@ -43,11 +44,13 @@ from .pricing import (
 Usage = dict[str, dict[str, Any]]
 
 
-def quotas_of(period: BillingPeriod, seats: int) -> dict[str, int]:
-    """The quotas a period is measured against: its plan's, per seat where they are."""
+def quotas_of(period: BillingPeriod, seats: int, *, kind: str = "counter") -> dict[str, int]:
+    """The quotas (or, with ``kind="gauge"``, the limits on gauges' levels) a period is
+    measured against: its plan's, per seat where they are."""
     return {
         quota.primitive: quota.limit * seats if quota.per_seat else quota.limit
         for quota in period.plan.quotas.all()
+        if quota.kind == kind
     }
 
 
@@ -89,16 +92,103 @@ def usage_between(
     return usage
 
 
+def gauges_between(
+    *, customer_id: Any, start: datetime, end: datetime, limits: Mapping[str, int]
+) -> Usage:
+    """Per gauge, its level over ``[start, end)``: at the end, at its peak, and on average
+    over time (the level integrated over the span, in unit-hours, divided by its length),
+    and its overage, the average of the level's excess over the limit. The average of a
+    monthly period is the unit-months a price per GB-month bills. Rounded half up to
+    whole units; ``unitHours`` is a decimal string."""
+    events = GaugeEvent.objects.filter(customer_id=customer_id).order_by()
+    used = events.filter(occurred_at__lt=end).values_list("primitive", flat=True).distinct()
+    usage: Usage = {}
+    for primitive in sorted({*limits, *used}):
+        mine = events.filter(primitive=primitive)
+        level = (
+            mine.filter(occurred_at__lt=start)
+            .order_by("-occurred_at", "-id")
+            .values_list("level_after", flat=True)
+            .first()
+        ) or 0
+        changes = (
+            mine.filter(occurred_at__gte=start, occurred_at__lt=end)
+            .order_by("occurred_at", "id")
+            .values_list("occurred_at", "level_after")
+        )
+        entry = level_over_time(start, end, level, changes.iterator(), limits.get(primitive))
+        if entry["peak"] or primitive in limits:
+            usage[primitive] = entry
+    return usage
+
+
+def level_over_time(
+    start: datetime,
+    end: datetime,
+    level: int,
+    changes: Iterable[tuple[datetime, int]],
+    limit: int | None,
+) -> dict[str, Any]:
+    """The usage entry of a gauge at ``level`` at ``start`` that then takes the levels of
+    ``changes`` (instant, level after), in order. Exact: integrated in unit-microseconds."""
+    total = excess = 0
+    peak, since = level, start
+
+    def hold(until: datetime) -> None:
+        nonlocal total, excess
+        span = (until - since) // timedelta(microseconds=1)
+        total += level * span
+        if limit is not None:
+            excess += max(0, level - limit) * span
+
+    for at, after in changes:
+        hold(at)
+        level, since = after, at
+        peak = max(peak, level)
+    hold(end)
+    length = max(1, (end - start) // timedelta(microseconds=1))
+    with localcontext() as context:
+        context.prec = 80
+        unit_hours = (Decimal(total) / MICROSECONDS_PER_HOUR).quantize(Decimal("0.000001"))
+    return {
+        "kind": "gauge",
+        "level": level,
+        "peak": peak,
+        "average": _rounded(total, length),
+        "unitHours": f"{unit_hours.normalize():f}",
+        "quota": limit,
+        "overage": _rounded(excess, length) if limit is not None else 0,
+    }
+
+
+MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
+
+
+def _rounded(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half up, exactly."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
 def period_usage(period: BillingPeriod, *, until: datetime | None = None) -> Usage:
     seats = Subscription.objects.filter(pk=period.subscription_id).values_list("seats", flat=True)
+    count = seats.first() or 1
     end = period.end if until is None else min(until, period.end)
-    return usage_between(
+    usage = usage_between(
         customer_id=period.customer_id,
         start=period.start,
         end=end,
-        quotas=quotas_of(period, seats.first() or 1),
+        quotas=quotas_of(period, count),
         grants=grants_of(period.customer_id),
     )
+    usage.update(
+        gauges_between(
+            customer_id=period.customer_id,
+            start=period.start,
+            end=end,
+            limits=quotas_of(period, count, kind="gauge"),
+        )
+    )
+    return usage
 
 
 def grants_of(customer_id: Any) -> dict[tuple[str, datetime], int]:
@@ -133,8 +223,9 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
         ).select_related("period")
     )
     billed: dict[tuple[int, str], dict[str, int]] = {}
+    # Gauges change now or never: no change reaches a closed period late.
     for record in records:
-        for primitive, entry in record.usage.items():
+        for primitive, entry in _counters(record.usage).items():
             billed[(record.pk, primitive)] = {"used": entry["used"], "overage": entry["overage"]}
     later = UsageRecord.objects.filter(customer_id=customer_id, closed_at__gte=since)
     for record in later:
@@ -146,7 +237,7 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
     adjustments = []
     grants = grants_of(customer_id)
     for record in sorted(records, key=lambda r: r.period.start):
-        quotas = {p: entry["quota"] for p, entry in record.usage.items()}
+        quotas = {p: entry["quota"] for p, entry in _counters(record.usage).items()}
         now = usage_between(
             customer_id=customer_id,
             start=record.period.start,
@@ -167,6 +258,10 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
                     }
                 )
     return adjustments
+
+
+def _counters(usage: Usage) -> Usage:
+    return {p: entry for p, entry in usage.items() if entry.get("kind") != "gauge"}
 
 
 @dataclass(frozen=True)

@@ -191,13 +191,15 @@ def _charge(
             "payload": {"stripe_customer_id": customer, "value": str(quantity)},
         }
     late = "" if period.pk == record.pk else " (reported late)"
+    gauge = record.usage.get(primitive, {}).get("kind") == "gauge"
+    over = "over the limit on average" if gauge else "over the quota"
     return {
         "customer": customer,
         "currency": plan.currency,
         "quantity": quantity,
         "unit_amount_decimal": f"{Decimal(price).normalize():f}",
         "description": (
-            f"{primitive}: {quantity} over the quota{late}, "
+            f"{primitive}: {quantity} {over}{late}, "
             f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
         ),
         "period": {"start": int(period.start.timestamp()), "end": int(period.end.timestamp())},

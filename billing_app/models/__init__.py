@@ -24,7 +24,15 @@ from .credits import (
 )
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
 from .cycles import AdvanceCharge, UsageRecord
-from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
+from .metering import (
+    GaugeEvent,
+    GaugeLevel,
+    IdempotencyKey,
+    RateCounter,
+    UsageAlert,
+    UsageCounter,
+    UsageEvent,
+)
 from .outbox import OutboxMessage
 from .problems import Problem
 from .subscriptions import (
@@ -46,6 +54,8 @@ __all__ = [
     "CreditGrant",
     "CreditPack",
     "EntitlementVersion",
+    "GaugeEvent",
+    "GaugeLevel",
     "IdempotencyKey",
     "KitAssignment",
     "KitPrimitive",

@@ -179,7 +179,13 @@ class Plan(TimeStamped):
 
 
 class PlanQuota(models.Model):
-    """How much of one primitive a plan allows per quota window. No row: unlimited."""
+    """How much of one primitive a plan allows. A counter's limit is per quota window; a
+    gauge's is on its level (storage in bytes, seats in use), which has no window. No
+    row: unlimited."""
+
+    class Kind(models.TextChoices):
+        COUNTER = "counter", _("Counter: usage per quota window")
+        GAUGE = "gauge", _("Gauge: a level that goes up and down")
 
     class Overage(models.TextChoices):
         BLOCK = "block", _("Block: a hard limit")
@@ -187,6 +193,7 @@ class PlanQuota(models.Model):
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="quotas")
     primitive = PrimitiveField()
+    kind = models.CharField(max_length=7, choices=Kind.choices, default=Kind.COUNTER)
     limit = models.PositiveBigIntegerField()
     per_seat = models.BooleanField(
         default=False, help_text=_("The limit is per seat: the customer gets limit x seats.")
@@ -204,6 +211,9 @@ class PlanQuota(models.Model):
         ordering = ["primitive"]
         constraints = [
             models.UniqueConstraint(fields=["plan", "primitive"], name="billing_quota_unique"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["counter", "gauge"]), name="billing_quota_kind_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(overage="block", overage_unit_price__isnull=True)
                 | Q(overage="bill", overage_unit_price__gte=0),
