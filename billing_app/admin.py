@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -21,15 +21,21 @@ from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from .catalog import services as catalog
+from .conf import customer_model
 from .customers import services as customers
 from .cycles.pricing import decimal_text
 from .cycles.selectors import upcoming
 from .exceptions import BillingError, InvalidInput
+from .metering import credits
 from .metering.selectors import usage_rollup
 from .models import (
     AccountKit,
     AdvanceCharge,
     BillingPeriod,
+    CreditBalance,
+    CreditEntry,
+    CreditGrant,
+    CreditPack,
     GaugeEvent,
     KitAssignment,
     KitPrimitive,
@@ -278,6 +284,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "stripe_subscription_id",
         "usage",
         "quota_grants",
+        "credits",
         "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
@@ -289,6 +296,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     readonly_fields = [
         "usage",
         "quota_grants",
+        "credits",
         "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
@@ -448,6 +456,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 "usage": self.usage(subscription),
             },
         )
+
+    @admin.display(description="credits")
+    def credits(self, obj: Subscription) -> str:
+        if obj.pk is None:
+            return "-"
+        return _credits_summary(obj.customer_id)
 
     @admin.display(description="upcoming charges")
     def upcoming_charges(self, obj: Subscription) -> str:
@@ -750,12 +764,279 @@ class ProblemAdmin(_ReadOnlyAdmin):
         self.message_user(request, f"{applied} of {len(queryset)} applied.")
 
 
+# Credits
+
+
+def _credits_summary(customer_id: Any) -> str:
+    """The balance as the next draw would find it, with links to the ledger and to the
+    grant form."""
+    state = credits.credits_state(customer_id=customer_id)
+    live = [g for g in state.grants if g.state != CreditGrant.State.EXPIRED]
+    ledger = reverse("admin:billing_app_creditbalance_change", args=[customer_id])
+    has_row = CreditBalance.objects.filter(customer_id=customer_id).exists()
+    grant = reverse("admin:billing_app_creditgrant_add") + f"?customer={customer_id}"
+    return format_html(
+        '<p>{} credits, from {} grant(s) pending or active. {}<a href="{}">Grant credits</a></p>',
+        state.balance,
+        len(live),
+        format_html('<a href="{}">Grants and ledger</a> · ', ledger) if has_row else "",
+        grant,
+    )
+
+
+def _grants_table(grants: Iterable[CreditGrant]) -> str:
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                grant.pk or "(made at the next draw)",
+                grant.get_source_display(),
+                grant.get_state_display(),
+                grant.amount,
+                grant.remaining,
+                grant.priority,
+                _when(grant.effective_at),
+                _when(grant.expires_at) if grant.expires_at else "never",
+                grant.reason or "-",
+            )
+            for grant in grants
+        ),
+    )
+    return format_html(
+        "<table><thead><tr><th>grant</th><th>source</th><th>state</th><th>amount</th>"
+        "<th>left</th><th>priority</th><th>from</th><th>expires</th><th>reason</th></tr>"
+        "</thead><tbody>{}</tbody></table>",
+        rows,
+    )
+
+
+ENTRIES_SHOWN = 50
+
+
+@admin.register(CreditBalance)
+class CreditBalanceAdmin(_ReadOnlyAdmin):
+    """A customer's credits: the balance, its grants and its ledger, shown as the next
+    draw would find them (computed, nothing written). Credits are given on the grant
+    form (Credit grants, Add)."""
+
+    list_display = ["customer", "stored_balance", "valid_until"]
+    list_select_related = ["customer"]
+    fields = ["customer", "balance_now", "grants", "ledger"]
+    readonly_fields = ["balance_now", "grants", "ledger"]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The row's own name carries its stored balance, which may predate an expiry.
+        row = self.get_object(request, unquote(object_id))
+        subtitle = {"subtitle": f"Credits of {row.customer}"} if row is not None else {}
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), **subtitle}
+        )
+
+    @admin.display(description="balance (as last brought up to date)", ordering="balance")
+    def stored_balance(self, row: CreditBalance) -> int:
+        return row.balance
+
+    @admin.display(description="balance now")
+    def balance_now(self, row: CreditBalance) -> str:
+        return _credits_summary(row.customer_id)
+
+    @admin.display(description="grants pending or active")
+    def grants(self, row: CreditBalance) -> str:
+        state = credits.credits_state(customer_id=row.customer_id)
+        live = [g for g in state.grants if g.state != CreditGrant.State.EXPIRED]
+        return _grants_table(live) if live else "None."
+
+    @admin.display(description="ledger (newest first)")
+    def ledger(self, row: CreditBalance) -> str:
+        entries = CreditEntry.objects.filter(customer_id=row.customer_id).order_by("-pk")[
+            :ENTRIES_SHOWN
+        ]
+        if not entries:
+            return "No entries yet."
+        every = reverse("admin:billing_app_creditentry_changelist")
+        return format_html(
+            "<table><thead><tr><th>entry</th><th>at</th><th>kind</th><th>change</th>"
+            "<th>grant</th><th>primitive</th><th>event</th></tr></thead><tbody>{}</tbody>"
+            '</table><p>The last {} at most. <a href="{}?customer__id__exact={}">Every entry'
+            "</a></p>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td></tr>",
+                (
+                    (
+                        entry.pk,
+                        _when(entry.at),
+                        entry.get_kind_display(),
+                        f"{entry.delta:+d}",
+                        entry.grant_id or "-",
+                        entry.primitive or "-",
+                        entry.event_id or "-",
+                    )
+                    for entry in entries
+                ),
+            ),
+            ENTRIES_SHOWN,
+            every,
+            row.customer_id,
+        )
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(_ReadOnlyAdmin):
+    """Every change of every balance (grants, draws, refunds, expiries): a balance is the
+    sum of its entries."""
+
+    list_display = ["at", "customer", "kind", "delta", "grant", "primitive", "event_id"]
+    list_filter = ["kind", "primitive"]
+    list_select_related = ["customer", "grant"]
+    date_hierarchy = "at"
+
+
+class CreditGrantForm(forms.Form):
+    """An operator's grant of credits: to whom, how many, until when, and why."""
+
+    # Its queryset is the customer model's, known once the form is made.
+    customer: Any = forms.ModelChoiceField(queryset=None, help_text="The customer's id.")
+    amount = forms.IntegerField(min_value=1, max_value=2**63 - 1, help_text="Credits to give.")
+    expires_at = forms.SplitDateTimeField(
+        required=False,
+        widget=widgets.AdminSplitDateTime,
+        help_text="Empty: the credits never expire.",
+    )
+    priority = forms.IntegerField(
+        min_value=0,
+        max_value=1_000_000,
+        initial=100,
+        help_text="Draws take from lower priorities first, then the soonest expiry.",
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Say why.")
+
+    def __init__(self, *args: Any, admin_site: admin.AdminSite, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field: Any = self.fields["customer"]
+        field.queryset = customer_model()._default_manager.all()
+        field.widget = widgets.ForeignKeyRawIdWidget(
+            CreditGrant._meta.get_field("customer").remote_field, admin_site
+        )
+
+
+@admin.register(CreditGrant)
+class CreditGrantAdmin(admin.ModelAdmin):
+    """Credits given to customers, never edited. Adding one is an operator's grant,
+    through ``metering.credits.credits_grant``, recorded with who granted it and why."""
+
+    list_display = [
+        "created_at",
+        "customer",
+        "source",
+        "amount",
+        "remaining",
+        "state",
+        "effective_at",
+        "expires_at",
+        "granted_by",
+        "reason",
+    ]
+    list_filter = ["source", "state"]
+    list_select_related = ["customer", "granted_by"]
+    search_fields = ["reason", "source_ref"]
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        initial = {"customer": request.GET.get("customer", "")}
+        form = CreditGrantForm(
+            request.POST if request.method == "POST" else None,
+            initial=initial,
+            admin_site=self.admin_site,
+        )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                grant = credits.credits_grant(
+                    customer_id=data["customer"].pk,
+                    amount=data["amount"],
+                    source=CreditGrant.Source.MANUAL,
+                    reason=data["reason"],
+                    granted_by=request.user,
+                    priority=data["priority"],
+                    expires_at=data["expires_at"],
+                )
+            except InvalidInput as error:
+                for field, errors in error.fields.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                self.log_addition(request, grant, [{"added": {}}])
+                self.message_user(
+                    request,
+                    f"{data['customer']}: +{grant.amount} credits"
+                    + (f" until {_when(grant.expires_at)}." if grant.expires_at else "."),
+                    messages.SUCCESS,
+                )
+                balance = reverse(
+                    "admin:billing_app_creditbalance_change", args=[grant.customer_id]
+                )
+                return HttpResponseRedirect(balance)
+        return TemplateResponse(
+            request,
+            "admin/billing_app/credit_grant.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Grant credits",
+                "opts": self.opts,
+                "form": form,
+                "media": self.media + form.media,
+            },
+        )
+
+
+@admin.register(CreditPack)
+class CreditPackAdmin(_ServiceSaveAdmin):
+    """Credit packs customers buy through Stripe Checkout (a one-time Stripe price)."""
+
+    list_display = ["key", "name", "credits", "stripe_price_id", "expires_after_days", "active"]
+    list_filter = ["active"]
+    search_fields = ["key", "name", "stripe_price_id"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # retire a pack with "active" off: grants and top-ups point at it
+
+    def save_with_service(self, obj: CreditPack, formsets: list[Any]) -> CreditPack:
+        return credits.credit_pack_upsert(
+            key=obj.key,
+            name=obj.name,
+            credits=obj.credits,
+            stripe_price_id=obj.stripe_price_id,
+            expires_after_days=obj.expires_after_days,
+            active=obj.active,
+        )[0]
+
+
 # The admin index: billing first, in groups an operator looks for. The host's site is
 # left as it is; its own apps follow, as Django orders them.
 
 ADMIN_GROUPS = [
-    ("Catalog", ["product", "plan", "accountkit"]),
+    ("Catalog", ["product", "plan", "accountkit", "creditpack"]),
     ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
+    ("Credits", ["creditbalance", "creditgrant", "creditentry"]),
     (
         "Usage & records",
         [

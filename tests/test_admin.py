@@ -20,11 +20,17 @@ from billing_app.customers import selectors as customers_selectors
 from billing_app.customers import services as customers
 from billing_app.cycles import services as closer
 from billing_app.entitlements import version_of
+from billing_app.metering import credits
 from billing_app.metering.selectors import usage_rollup
+from billing_app.metering.services import usage_refund, usage_reserve
 from billing_app.models import (
     AccountKit,
     AdvanceCharge,
     BillingPeriod,
+    CreditBalance,
+    CreditEntry,
+    CreditGrant,
+    CreditPack,
     KitAssignment,
     OperatorKey,
     OutboxMessage,
@@ -56,6 +62,7 @@ EDITABLE = [
     "kitassignment",
     "operatorkey",
     "tenanttoken",
+    "creditpack",
 ]
 READ_ONLY = [
     "advancecharge",
@@ -66,7 +73,11 @@ READ_ONLY = [
     "outboxmessage",
     "problem",
     "quotagrant",
+    "creditbalance",
+    "creditentry",
 ]
+# Added through a service's form, never edited.
+ADD_ONLY = ["creditgrant"]
 MODELS = {
     "accountkit": AccountKit,
     "product": Product,
@@ -83,6 +94,10 @@ MODELS = {
     "outboxmessage": OutboxMessage,
     "problem": Problem,
     "quotagrant": QuotaGrant,
+    "creditbalance": CreditBalance,
+    "creditentry": CreditEntry,
+    "creditgrant": CreditGrant,
+    "creditpack": CreditPack,
 }
 
 
@@ -100,7 +115,8 @@ def admin(db) -> Client:
 @pytest.fixture
 def world(db):
     """A row of every model the admin shows: a customer a month and more into a plan, with
-    a recorded period, usage, a quota grant, keys, an outbox message and a problem."""
+    a recorded period, usage, a quota grant, credits granted by an operator, a credit pack,
+    keys, an outbox message and a problem."""
     now = timezone.now()
     kit = catalog.account_kit_upsert(
         key="kit-pro", name="Kit Pro", primitives={"seo": None, "aeo": 60}
@@ -140,6 +156,15 @@ def world(db):
     )
     operator_key, _ = customers.operator_key_create(name="backend")
     tenant_token, _ = customers.tenant_token_issue(customer=customer, name="cli")
+    credit_grant = credits.credits_grant(
+        customer_id=customer.pk,
+        amount=500,
+        source="manual",
+        reason="sorry for the outage",
+        granted_by=UserFactory(),
+        expires_at=now + 30 * DAY,
+    )
+    pack = credits.credit_pack_upsert(key="pack-1k", name="1,000 credits", credits=1000)[0]
     return {
         "customer": customer,
         "accountkit": kit,
@@ -161,26 +186,30 @@ def world(db):
             kind="stripe_no_customer", subject="stripe:sub_lost", detail="Customer cus_x ..."
         ),
         "quotagrant": grant,
+        "creditbalance": CreditBalance.objects.get(customer_id=customer.pk),
+        "creditentry": CreditEntry.objects.get(),
+        "creditgrant": credit_grant,
+        "creditpack": pack,
     }
 
 
 # Every page renders, and only reads
 
 
-@pytest.mark.parametrize("model", EDITABLE + READ_ONLY)
+@pytest.mark.parametrize("model", EDITABLE + READ_ONLY + ADD_ONLY)
 def test_changelist_renders(admin, world, model):
     response = admin.get(url(model, "changelist"))
     assert response.status_code == 200
     assert response.context["cl"].result_count == MODELS[model].objects.count() > 0
 
 
-@pytest.mark.parametrize("model", EDITABLE + READ_ONLY)
+@pytest.mark.parametrize("model", EDITABLE + READ_ONLY + ADD_ONLY)
 def test_change_page_renders(admin, world, model):
     response = admin.get(url(model, "change", world[model].pk))
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("model", EDITABLE)
+@pytest.mark.parametrize("model", EDITABLE + ADD_ONLY)
 def test_add_page_renders(admin, model):
     assert admin.get(url(model, "add")).status_code == 200
 
@@ -206,11 +235,12 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         if row is not None:
             pages.append(reverse("admin:{}_{}_change".format(*info), args=[row.pk]))
             pages.append(reverse("admin:{}_{}_history".format(*info), args=[row.pk]))
-    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 15
+    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 19
     # The subscription page with usage on it, its grant page, and after a cancellation.
     subscription = world["subscription"]
     pages.append(url("subscription", "change", subscription.pk))
     pages.append(url("subscription", "grant", subscription.pk))
+    pages.append(url("creditgrant", "add") + f"?customer={world['customer'].pk}")
     pages.append(reverse("admin:app_list", args=["billing_app"]))
 
     for page in pages:
@@ -859,18 +889,21 @@ def sections(content: str) -> list[str]:
 def test_the_index_shows_billing_first_in_groups(admin, world):
     content = admin.get(reverse("admin:index")).content.decode()
     shown = sections(content)
-    assert shown[:4] == [
+    assert shown[:5] == [
         "Billing: Catalog",
         "Billing: Customers &amp; subscriptions",
+        "Billing: Credits",
         "Billing: Usage &amp; records",
         "Billing: Operations",
     ]
-    assert "Authentication and Authorization" in shown[4:]
+    assert "Authentication and Authorization" in shown[5:]
     groups = {app["name"]: app for app in admin.get(reverse("admin:index")).context["app_list"]}
     names = [m["object_name"] for m in groups["Billing: Customers & subscriptions"]["models"]]
     assert names == ["Subscription", "KitAssignment", "QuotaGrant"]
     catalog = [m["object_name"] for m in groups["Billing: Catalog"]["models"]]
-    assert catalog == ["Product", "Plan", "AccountKit"]
+    assert catalog == ["Product", "Plan", "AccountKit", "CreditPack"]
+    credit = [m["object_name"] for m in groups["Billing: Credits"]["models"]]
+    assert credit == ["CreditBalance", "CreditGrant", "CreditEntry"]
     operations = [m["object_name"] for m in groups["Billing: Operations"]["models"]]
     assert operations == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
     listed = [m["object_name"] for app in groups.values() for m in app["models"]]
@@ -893,7 +926,7 @@ def test_the_billing_app_page_is_one_section_in_group_order(admin, world):
     (app,) = response.context["app_list"]
     assert app["name"] == "Billing"
     names = [m["object_name"] for m in app["models"]]
-    assert names[:4] == ["Product", "Plan", "AccountKit", "Subscription"]
+    assert names[:5] == ["Product", "Plan", "AccountKit", "CreditPack", "Subscription"]
     assert names[-4:] == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
 
 
@@ -1036,3 +1069,252 @@ def test_grants_are_listed_read_only(admin, world):
     assert admin.post(url("quotagrant", "change", grant.pk), {"amount": 1}).status_code == 403
     assert admin.post(url("quotagrant", "delete", grant.pk), {"post": "yes"}).status_code == 403
     assert QuotaGrant.objects.values().get(pk=grant.pk) == before
+
+
+# Credits: granted by an operator through the service, the balance and its ledger read-only
+
+
+def credit_form(whom, **changes) -> dict:
+    return {
+        "customer": whom.pk,
+        "amount": 250,
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "priority": 50,
+        "reason": "migration from the old system",
+        **changes,
+    }
+
+
+def test_the_subscription_page_shows_the_credits_and_links_to_the_grant_form(admin, world):
+    customer = world["customer"]
+    content = admin.get(url("subscription", "change", world["subscription"].pk)).content.decode()
+    assert "500 credits, from 1 grant(s) pending or active." in content
+    assert f'href="{url("creditgrant", "add")}?customer={customer.pk}"' in content
+    assert f'href="{url("creditbalance", "change", customer.pk)}"' in content
+
+
+def test_the_grant_form_is_filled_with_the_customer_it_was_opened_for(admin, world):
+    customer = world["customer"]
+    response = admin.get(url("creditgrant", "add"), {"customer": customer.pk})
+    assert response.status_code == 200
+    assert str(response.context["form"]["customer"].value()) == str(customer.pk)
+    content = response.content.decode()
+    assert 'name="csrfmiddlewaretoken"' in content
+    for field in ("customer", "amount", "expires_at_0", "priority", "reason"):
+        assert f'id="id_{field}"' in content
+
+
+def test_granting_credits_goes_through_the_service_with_who_and_why(admin, world, monkeypatch):
+    calls = []
+    real = credits.credits_grant
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(credits, "credits_grant", spy)
+    customer = world["customer"]
+    expiry = (timezone.now() + 10 * DAY).replace(microsecond=0, second=0)
+    local = timezone.localtime(expiry)
+
+    response = admin.post(
+        url("creditgrant", "add"),
+        credit_form(customer, expires_at_0=f"{local:%Y-%m-%d}", expires_at_1=f"{local:%H:%M:%S}"),
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert response["Location"] == url("creditbalance", "change", customer.pk)
+    operator = response.wsgi_request.user
+    assert calls == [
+        {
+            "customer_id": customer.pk,
+            "amount": 250,
+            "source": "manual",
+            "reason": "migration from the old system",
+            "granted_by": operator,
+            "priority": 50,
+            "expires_at": expiry,
+        }
+    ]
+    grant = CreditGrant.objects.get(reason="migration from the old system")
+    assert (grant.granted_by, grant.amount, grant.expires_at, grant.source) == (
+        operator,
+        250,
+        expiry,
+        "manual",
+    )
+    assert credits.balance_of(customer_id=customer.pk) == 750  # usable at once
+    assert any("+250 credits until" in m for m in messages_of(response))
+    # The balance page: the new balance, the grant with its reason, its ledger entry.
+    content = admin.get(response["Location"]).content.decode()
+    assert "750 credits, from 2 grant(s) pending or active." in content
+    assert "migration from the old system" in content and "<td>+250</td>" in content
+
+
+def test_the_balance_page_shows_draws_and_refunds_in_its_ledger(admin, world):
+    customer = world["customer"]
+    catalog.plan_upsert(key="pro", name="Pro", credit_costs={"aeo": 7})
+    usage_reserve(customer_id=customer.pk, primitive="aeo", quantity=2)
+    failed = usage_reserve(customer_id=customer.pk, primitive="aeo")
+    usage_refund(reservation=failed)
+
+    content = admin.get(url("creditbalance", "change", customer.pk)).content.decode()
+
+    assert "486 credits" in content  # 500 - 14 - 7 + 7
+    ledger = re.findall(
+        r"<td>(Grant|Draw|Refund of a failed call&#x27;s draw)</td><td>([+-]\d+)", content
+    )
+    assert ledger == [
+        ("Refund of a failed call&#x27;s draw", "+7"),
+        ("Draw", "-7"),
+        ("Draw", "-14"),
+        ("Grant", "+500"),
+    ]
+    listed = admin.get(url("creditentry", "changelist"), {"customer__id__exact": customer.pk})
+    assert listed.context["cl"].result_count == 4
+
+
+def test_the_credits_shown_are_computed_and_rendering_them_writes_nothing(admin, world, clock):
+    """A plan grant not made yet, and a grant past its expiry, show as the next draw would
+    find them; showing them makes and expires nothing."""
+    customer = CustomerFactory()
+    catalog.plan_upsert(key="monthly-credits", name="Credits", credits={"per_period": 1000})
+    subscription = subscriptions.subscription_set(customer=customer, plan_key="monthly-credits")
+    credits.credits_grant(
+        customer_id=customer.pk,
+        amount=40,
+        source="promotion",
+        reason="launch",
+        expires_at=timezone.now() + DAY,
+    )
+    # Into the next billing period: its plan grant is not made until something draws.
+    clock.set(timezone.now() + 40 * DAY)
+    subscriptions.periods_advance(at=timezone.now())
+    admin.force_login(UserFactory(is_staff=True, is_superuser=True))  # the old session expired
+    before = (
+        CreditGrant.objects.filter(customer_id=customer.pk).count(),
+        CreditEntry.objects.count(),
+    )
+
+    for page in (
+        url("subscription", "change", subscription.pk),
+        url("creditbalance", "change", customer.pk),
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            content = admin.get(page).content.decode()
+        assert writes_of(queries) == [], page
+        assert "1000 credits, from 1 grant(s) pending or active." in content
+    assert "(made at the next draw)" in content and "launch" not in content
+    assert "<title>Credits of " in content
+    after = (
+        CreditGrant.objects.filter(customer_id=customer.pk).count(),
+        CreditEntry.objects.count(),
+    )
+    assert after == before
+    # The next draw makes what was shown.
+    credits.credits_refresh(customer_id=customer.pk)
+    assert CreditBalance.objects.get(customer_id=customer.pk).balance == 1000
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": "many"}, "amount"),
+        ({"amount": 2**63}, "amount"),
+        ({"reason": "   "}, "reason"),
+        ({"priority": -1}, "priority"),
+        ({"customer": "999999999"}, "customer"),
+        ({"customer": "not-a-key"}, "customer"),
+        ({"expires_at_0": "2020-01-01", "expires_at_1": "00:00:00"}, "expires_at"),  # past
+        ({"expires_at_0": "2020-13-45", "expires_at_1": "00:00:00"}, "expires_at"),
+    ],
+)
+def test_a_bad_credit_grant_is_a_form_error_and_changes_nothing(admin, world, changes, field):
+    customer = world["customer"]
+    before = (CreditGrant.objects.count(), CreditEntry.objects.count(), version_of(customer.pk))
+
+    response = admin.post(url("creditgrant", "add"), credit_form(customer, **changes))
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field]
+    assert 'class="errorlist' in response.content.decode()
+    after = (CreditGrant.objects.count(), CreditEntry.objects.count(), version_of(customer.pk))
+    assert after == before
+
+
+def test_granting_credits_needs_the_add_permission(world):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_creditgrant", "view_creditbalance"])
+    )
+    client = Client()
+    client.force_login(staff)
+    customer = world["customer"]
+
+    assert client.get(url("creditgrant", "add")).status_code == 403
+    assert client.post(url("creditgrant", "add"), credit_form(customer)).status_code == 403
+    assert CreditGrant.objects.count() == 1
+
+    staff.user_permissions.add(Permission.objects.get(codename="add_creditgrant"))
+    client.force_login(staff)
+    assert client.post(url("creditgrant", "add"), credit_form(customer)).status_code == 302
+    assert CreditGrant.objects.filter(granted_by=staff).count() == 1
+
+
+def test_credit_grants_balances_and_entries_are_never_edited(admin, world):
+    grant, entry = world["creditgrant"], world["creditentry"]
+    rows = (
+        CreditGrant.objects.values().get(pk=grant.pk),
+        CreditEntry.objects.values().get(pk=entry.pk),
+        CreditBalance.objects.values().get(pk=world["customer"].pk),
+    )
+    for model, pk in (
+        ("creditgrant", grant.pk),
+        ("creditentry", entry.pk),
+        ("creditbalance", world["customer"].pk),
+    ):
+        assert admin.post(url(model, "change", pk), {"amount": 1, "balance": 9}).status_code == 403
+        assert admin.post(url(model, "delete", pk), {"post": "yes"}).status_code == 403
+    assert admin.get(url("creditentry", "add")).status_code == 403
+    assert rows == (
+        CreditGrant.objects.values().get(pk=grant.pk),
+        CreditEntry.objects.values().get(pk=entry.pk),
+        CreditBalance.objects.values().get(pk=world["customer"].pk),
+    )
+    content = admin.get(url("creditgrant", "changelist")).content.decode()
+    assert "sorry for the outage" in content and str(grant.granted_by) in content
+
+
+def test_a_credit_pack_is_saved_through_the_service(admin, monkeypatch):
+    calls = []
+    real = credits.credit_pack_upsert
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(credits, "credit_pack_upsert", spy)
+    response = admin.post(
+        url("creditpack", "add"),
+        {
+            "key": "pack-5k",
+            "name": "5,000 credits",
+            "credits": 5000,
+            "stripe_price_id": "price_pack",
+            "expires_after_days": 365,
+            "active": "on",
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    pack = CreditPack.objects.get(key="pack-5k")
+    assert (pack.credits, pack.stripe_price_id, pack.expires_after_days) == (
+        5000,
+        "price_pack",
+        365,
+    )
+    assert [call["key"] for call in calls] == ["pack-5k"]
