@@ -3,11 +3,12 @@ host project can override (``billing_app/account.html`` and the parts it include
 plain HTML forms that work without JavaScript.
 
 GET only reads: the same usage rollup as enforcement (``metering.selectors.usage_rollup``),
-the subscription, the plans to buy and the invoices. Each POST makes one Stripe call
-(``stripe.calls``), outside any database transaction whatever ``ATOMIC_REQUESTS`` says,
-and either sends the customer on to Stripe (Checkout, the billing portal) or back to the
-page with what happened as a message: a refusal (409), bad input (400) or Stripe failing
-(502) is shown on the page, never as an error page.
+the subscription, the credits as the next draw would find them
+(``metering.credits.credits_state``), the plans and credit packs to buy and the invoices.
+Each POST makes one Stripe call (``stripe.calls``), outside any database transaction
+whatever ``ATOMIC_REQUESTS`` says, and either sends the customer on to Stripe (Checkout,
+the billing portal) or back to the page with what happened as a message: a refusal (409),
+bad input (400) or Stripe failing (502) is shown on the page, never as an error page.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from .api.errors import status_of
 from .catalog.selectors import plan_list
 from .customers.resolvers import resolve_customer
 from .exceptions import BillingError, CustomerRequired, InvalidInput, StripeNotApplied
+from .metering.credits import credits_state
 from .metering.selectors import UsageRollup, usage_rollup
-from .models import Plan, Subscription
+from .models import CreditGrant, CreditPack, Plan, Subscription
 from .stripe import calls as stripe_calls
 from .subscriptions.selectors import invoices_of, period_at, subscription_get
 
@@ -48,6 +50,10 @@ CHECKOUT_NOTICES = {
         "Thank you. Your new plan shows here as soon as Stripe confirms the payment.",
     ),
     "canceled": (messages.INFO, "Checkout was canceled: nothing changed."),
+    "credits": (
+        messages.SUCCESS,
+        "Thank you. Your credits show here as soon as Stripe confirms the payment.",
+    ),
 }
 
 
@@ -141,6 +147,37 @@ def invoices_shown(customer: Any) -> list[InvoiceRow]:
     return shown
 
 
+@dataclass(frozen=True)
+class Credits:
+    """The customer's credits as the next metered call would find them: the balance, the
+    grants it draws on (pending or active, in the order it draws), what each primitive
+    costs, and the packs on sale."""
+
+    balance: int
+    grants: list[CreditGrant]
+    costs: dict[str, int]
+    packs: list[CreditPack]
+
+
+def credits_of(customer: Any, rollup: UsageRollup) -> Credits | None:
+    """None when credits play no part for this customer: no grant ever, and no primitive
+    of the plan in force costs credits."""
+    costs = dict(sorted(rollup.entitlement.credit_costs.items()))
+    state = credits_state(customer_id=customer.pk)
+    if (
+        not costs
+        and not state.grants
+        and not CreditGrant.objects.filter(customer=customer).exists()
+    ):
+        return None
+    return Credits(
+        balance=state.balance,
+        grants=[grant for grant in state.grants if grant.state != CreditGrant.State.EXPIRED],
+        costs=costs,
+        packs=list(CreditPack.objects.filter(active=True).exclude(stripe_price_id="")),
+    )
+
+
 def live_stripe_subscription(subscription: Subscription | None) -> bool:
     """Checkout would make a second Stripe subscription: a plan change goes through the
     billing portal instead."""
@@ -177,6 +214,7 @@ def account_context(customer: Any) -> dict[str, Any]:
         "grace_until": entitlement.grace_until,
         "window": rollup.window,
         "meters": meters_of(rollup),
+        "credits": credits_of(customer, rollup),
         "plans": [] if live_stripe else plans_to_buy(live.plan.key if live else None),
         "live_stripe_subscription": live_stripe,
         "can_manage_payment": bool(subscription and subscription.stripe_customer_id),
@@ -265,6 +303,10 @@ class CheckoutForm(forms.Form):
     plan = forms.SlugField(max_length=64)
 
 
+class CreditPackForm(forms.Form):
+    pack = forms.SlugField(max_length=64)
+
+
 class CancelForm(forms.Form):
     when = forms.ChoiceField(choices=[("end", "At the end of the period"), ("now", "Now")])
 
@@ -292,6 +334,27 @@ def checkout(request: HttpRequest) -> HttpResponse:
             customer=customer,
             price_id=plan.stripe_price_id,
             success_url=request.build_absolute_uri(_page_url(request, checkout="success")),
+            cancel_url=request.build_absolute_uri(_page_url(request, checkout="canceled")),
+        )
+    except BillingError as error:
+        return _refused(request, customer, error)
+    return _see_other(url)
+
+
+@_action
+def credits_checkout(request: HttpRequest) -> HttpResponse:
+    """Buy a credit pack through Stripe Checkout; the webhook gives the credits once paid."""
+    customer = _customer(request)
+    if isinstance(customer, HttpResponse):
+        return customer
+    form = CreditPackForm(request.POST)
+    if not form.is_valid():
+        return _back(request, customer, messages.ERROR, _form_error(form), 400)
+    try:
+        url = stripe_calls.credit_pack_checkout_create(
+            customer=customer,
+            pack_key=form.cleaned_data["pack"],
+            success_url=request.build_absolute_uri(_page_url(request, checkout="credits")),
             cancel_url=request.build_absolute_uri(_page_url(request, checkout="canceled")),
         )
     except BillingError as error:

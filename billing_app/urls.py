@@ -11,6 +11,7 @@ app_name = "billing"
 account = [
     path("", pages.account, name="account"),
     path("checkout/", pages.checkout, name="account-checkout"),
+    path("credits/checkout/", pages.credits_checkout, name="account-credits-checkout"),
     path("portal/", pages.portal, name="account-portal"),
     path("cancel/", pages.cancel, name="account-cancel"),
     path("reactivate/", pages.reactivate, name="account-reactivate"),

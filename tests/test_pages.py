@@ -627,3 +627,121 @@ def test_without_the_messages_framework_the_page_shows_the_error(me, on_free, pr
     assert response.status_code == 409
     assert "There is no Stripe customer yet" in text(response)
     assert "Your plan Free" in text(response)
+
+
+# --- credits -------------------------------------------------------------------------
+
+CREDITS_CHECKOUT = PAGE + "credits/checkout/"
+
+
+@pytest.fixture
+def on_credits(customer, free):
+    """On a plan where seo costs 3 credits, with a promotion and a grant still to come."""
+    from billing_app.catalog.services import plan_upsert
+    from billing_app.metering.credits import credits_grant
+
+    plan_upsert(key="free", name="Free", credit_costs={"seo": 3})
+    subscriptions.subscription_set(customer=customer, plan_key="free", status="active")
+    now = timezone.now()
+    credits_grant(
+        customer_id=customer.pk,
+        amount=100,
+        source="promotion",
+        reason="launch",
+        expires_at=now + timedelta(days=10),
+    )
+    credits_grant(
+        customer_id=customer.pk,
+        amount=50,
+        source="promotion",
+        reason="later",
+        effective_at=now + timedelta(days=2),
+    )
+    return customer
+
+
+def test_credits_show_the_balance_costs_and_grants_with_their_expiry(on_credits):
+    from billing_app.metering.services import usage_reserve
+
+    usage_reserve(customer_id=on_credits.pk, primitive="seo", quantity=2)
+    me = session_client(on_credits)
+
+    response = me.get(PAGE)
+    page = text(response)
+
+    assert "Credits 94 credits left" in page  # 100 - 2 x 3; the later grant not yet
+    assert "1 seo costs 3 credits" in page
+    rows = re.findall(
+        r"<tr>\s*<td>(.*?)</td>\s*<td>(\d+)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*</tr>",
+        response.content.decode(),
+        flags=re.S,
+    )
+    shown = [
+        (re.sub(r"<[^>]+>", "", a).split(" (")[0], b, c, re.sub(r"<[^>]+>", "", d))
+        for a, b, c, d in rows
+    ]
+    expiry = timezone.localtime(timezone.now() + timedelta(days=10))
+    assert shown == [
+        ("Promotion", "100", "94", f"{expiry:%-d %B %Y, %H:%M} UTC"),
+        ("Promotion", "50", "-", "Never"),
+    ]
+    assert "(from " in rows[1][0]
+
+
+def test_no_credits_section_where_credits_play_no_part(me, on_free):
+    assert "Credits" not in text(me.get(PAGE))
+
+
+def test_a_credit_pack_is_bought_through_checkout(on_credits, stripe_stub):
+    from billing_app.metering.credits import credit_pack_upsert
+
+    stripe_stub.price("price_pack", unit_amount=900, type="one_time", recurring=None)
+    credit_pack_upsert(key="small", name="Small pack", credits=500, stripe_price_id="price_pack")
+    credit_pack_upsert(key="unpriced", name="Not on sale", credits=5)
+    me = session_client(on_credits)
+    assert "Buy Small pack (500 credits)" in text(me.get(PAGE))
+    assert "Not on sale" not in text(me.get(PAGE))
+
+    response = me.post(CREDITS_CHECKOUT, {"pack": "small"})
+
+    assert response.status_code == 303
+    (created,) = stripe_stub.calls("POST", "/v1/checkout/sessions")
+    assert (
+        response["Location"] == stripe_stub.objects[response["Location"].rsplit("/", 1)[1]]["url"]
+    )
+    assert created.params["mode"] == "payment"
+    assert created.params["metadata"]["billing_credit_pack"] == "small"
+    assert created.params["success_url"] == f"http://testserver{PAGE}?checkout=credits"
+    assert "credits show here as soon as Stripe confirms" in text(
+        me.get(PAGE + "?checkout=credits")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pack": "nope"}, "'nope' is not a credit pack on sale."),
+        ({}, "pack: This field is required."),
+    ],
+)
+def test_buying_an_unknown_pack_is_a_message_and_calls_nothing(
+    on_credits, stripe_stub, data, message
+):
+    me = session_client(on_credits)
+    response = me.post(CREDITS_CHECKOUT, data)
+    assert messages_of(response) == [message]
+    assert stripe_stub.requests == []
+
+
+def test_rendering_the_credits_writes_nothing(on_credits, clock):
+    """Past the first grant's expiry and the second's start: shown as a draw would find
+    them, and nothing is expired or started by showing them."""
+    clock.set(timezone.now() + timedelta(days=11))
+    me = session_client(on_credits)
+    me.get(PAGE)  # the session is loaded once
+
+    with CaptureQueriesContext(connection) as queries:
+        page = text(me.get(PAGE))
+
+    assert writes_of(queries) == []
+    assert "Credits 50 credits left" in page
