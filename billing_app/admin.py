@@ -207,6 +207,7 @@ class PlanAdmin(_ServiceSaveAdmin):
             product_id=obj.product.key if obj.product else None,
             invoice_display_name=obj.invoice_display_name,
             minimum_commitment=obj.minimum_commitment,
+            overage_spend_cap=obj.overage_spend_cap,
             trial_days=obj.trial_days,
             trial_end_action=obj.trial_end_action,
             trial_fallback_plan=fallback.key if fallback else None,

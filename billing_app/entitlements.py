@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection
@@ -50,6 +51,8 @@ class Quota:
     limit: int
     # Past the limit calls go on and the excess is billed (overage), instead of refused.
     billed: bool = False
+    # What one unit past the limit is billed, in minor units (when billed).
+    price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Entitlement:
     # The credits the active grants gave, and since when (for low-balance alerts).
     credits_granted: int = 0
     credits_granted_since: datetime | None = None
+    # The most the billed overage of a quota window may cost, in minor units (None: no cap).
+    spend_cap: Decimal | None = None
     _windows: dict[str, Window] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def window(self, at: datetime) -> Window:
@@ -108,7 +113,7 @@ class Entitlement:
         extra = self.grants.get((primitive, window.start), 0)
         if quota is None or not extra:
             return quota
-        return Quota(quota.limit + extra, quota.billed)
+        return Quota(quota.limit + extra, quota.billed, quota.price)
 
     def limit(self, primitive: str, at: datetime | None = None) -> int | None:
         """The primitive's limit in the window of ``at`` (now); None when unlimited."""
@@ -260,6 +265,7 @@ def _entitlement_build(*, customer_id: Any) -> Entitlement:
         grace_until=grace_until,
         grants=grants,
         credit_costs={cost.primitive: cost.credits for cost in plan.credit_costs.all()},
+        spend_cap=plan.overage_spend_cap,
         **_credits_granted(customer_id),
     )
 
@@ -276,7 +282,12 @@ def _credits_granted(customer_id: Any) -> dict[str, Any]:
 
 
 def _quota(quota: PlanQuota, seats: int) -> Quota:
-    return Quota(quota.limit * seats if quota.per_seat else quota.limit, quota.overage == "bill")
+    billed = quota.overage == "bill"
+    return Quota(
+        quota.limit * seats if quota.per_seat else quota.limit,
+        billed,
+        quota.overage_unit_price if billed else None,
+    )
 
 
 def _fallback_plan() -> Plan | None:
@@ -313,7 +324,10 @@ class EntitlementOverride:
             if limit is None:
                 quotas.pop(primitive, None)
             else:
-                quotas[primitive] = Quota(limit, getattr(quotas.get(primitive), "billed", False))
+                known = quotas.get(primitive)
+                quotas[primitive] = Quota(
+                    limit, getattr(known, "billed", False), getattr(known, "price", None)
+                )
         features = {f for f, on in self.features.items() if on}
         withdrawn = {f for f, on in self.features.items() if not on}
         return replace(
@@ -344,10 +358,8 @@ def _as_subscribed(entitlement: Entitlement, plan_key: str) -> Entitlement:
         subscription_plan=plan.key,
         status=SubscriptionStatus.ACTIVE,
         period=plan.period,
-        quotas={
-            q.primitive: Quota(q.limit * seats if q.per_seat else q.limit, q.overage == "bill")
-            for q in plan.quotas.all()
-        },
+        quotas={q.primitive: _quota(q, seats) for q in plan.quotas.all()},
+        spend_cap=plan.overage_spend_cap,
         kit=kit,
         features=frozenset(f.feature for f in plan.features.all()),
         inactive=None,

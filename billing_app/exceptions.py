@@ -7,6 +7,8 @@ body, for DRF views (their exception handler) and for the middleware alike.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -133,3 +135,16 @@ class QuotaExceeded(CallRefused):
     """Over the plan's quota for the window."""
 
     code = "rate_limited"
+
+
+class SpendCapReached(QuotaExceeded):
+    """Past a quota that bills overage, the call would take the window's overage spend
+    past the plan's spend cap: refused as past a quota (the same status and headers),
+    with its own code."""
+
+    code = "spend_cap_reached"
+
+    def __init__(self, message: str, *, spent: Decimal, cap: Decimal, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.spent = spent
+        self.cap = cap

@@ -4,6 +4,7 @@ middleware alike."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from django.http import JsonResponse
@@ -24,6 +25,7 @@ from ..exceptions import (
     PrimitiveNotAllowed,
     QuotaExceeded,
     RateLimited,
+    SpendCapReached,
     StripeNotApplied,
     StripeUnavailable,
     SubscriptionInactive,
@@ -69,7 +71,7 @@ def body_of(error: BillingError) -> dict[str, Any]:
         return {".".join(camel_case(p) for p in k.split(".")): v for k, v in error.fields.items()}
     if isinstance(error, CallRefused):
         code = error.code
-        if isinstance(error, QuotaExceeded) and status_of(error) == 402:
+        if code == QuotaExceeded.code and status_of(error) == 402:
             code = "usage_limit_exceeded"
         body: dict[str, Any] = {
             "error": code,
@@ -80,6 +82,8 @@ def body_of(error: BillingError) -> dict[str, Any]:
             body["usage"] = {"current": error.used, "limit": error.limit}
         if isinstance(error, InsufficientCredits):
             body["credits"] = {"balance": error.balance, "cost": error.cost}
+        if isinstance(error, SpendCapReached):
+            body["spend"] = {"spent": _decimal(error.spent), "cap": _decimal(error.cap)}
         if error.resets_at is not None:
             body["resetsAt"] = error.resets_at.isoformat().replace("+00:00", "Z")
         return body
@@ -89,6 +93,11 @@ def body_of(error: BillingError) -> dict[str, Any]:
     if isinstance(error, Conflict) and error.fields:
         body.update({camel_case(k): v for k, v in error.fields.items()})
     return body
+
+
+def _decimal(value: Decimal) -> str:
+    """Minor units as JSON carries amounts: ``Decimal("250.500")`` -> ``"250.5"``."""
+    return f"{value.normalize():f}"
 
 
 def headers_of(error: BillingError) -> dict[str, str]:

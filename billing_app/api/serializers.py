@@ -218,6 +218,8 @@ class PlanInputSerializer(serializers.Serializer):
     credits = PlanCreditsSerializer(required=False, allow_null=True)
     prices = PriceSerializer(many=True, required=False, max_length=1000)
     minimumCommitment = _amount_field(required=False, allow_null=True)
+    # The most billed overage may cost per quota window, in minor units (null: no cap)
+    overageSpendCap = _amount_field(required=False, allow_null=True)
     trialDays = serializers.IntegerField(required=False, min_value=0, max_value=730)
     trialEndAction = serializers.ChoiceField(choices=TrialEnd.values, required=False)
     trialFallbackPlan = serializers.SlugField(
@@ -251,6 +253,13 @@ class PlanSerializer(serializers.Serializer):
     prices = serializers.SerializerMethodField()
     minimumCommitment = serializers.DecimalField(
         source="minimum_commitment",
+        max_digits=24,
+        decimal_places=12,
+        normalize_output=True,
+        allow_null=True,
+    )
+    overageSpendCap = serializers.DecimalField(
+        source="overage_spend_cap",
         max_digits=24,
         decimal_places=12,
         normalize_output=True,

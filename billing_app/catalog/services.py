@@ -127,6 +127,7 @@ def plan_upsert(
     credits: Mapping[str, Any] | None = UNSET,
     prices: Iterable[Mapping[str, Any]] = UNSET,
     minimum_commitment: Any = UNSET,
+    overage_spend_cap: Any = UNSET,
     trial_days: int = UNSET,
     trial_end_action: str = UNSET,
     trial_fallback_plan: str | None = UNSET,
@@ -147,9 +148,11 @@ def plan_upsert(
     model, unit_amount, package_size, tiers: [{up_to, unit_amount, flat_amount}],
     included_quantity, payment_terms}`` (see ``PlanPrice``); a primitive priced here may
     not also have an ``overage`` price. ``minimum_commitment`` is the least the prices
-    charge per period. ``trial_days``, ``trial_end_action`` (convert, fallback, stop) and
-    ``trial_fallback_plan`` (a plan key) set the plan's trial. The currency must be the
-    one of the Stripe price as dj-stripe has it synced, when it has it.
+    charge per period. ``overage_spend_cap`` (minor units, None for no cap) is the most
+    the billed overage of a quota window may cost: a metered call that would take it past
+    the cap is refused, as past a quota. ``trial_days``, ``trial_end_action`` (convert,
+    fallback, stop) and ``trial_fallback_plan`` (a plan key) set the plan's trial. The
+    currency must be the one of the Stripe price as dj-stripe has it synced, when it has it.
     """
     changes: dict[str, Any] = {"name": name}
     if product_id is not UNSET:
@@ -161,6 +164,12 @@ def plan_upsert(
             None
             if minimum_commitment is None
             else _amount("minimum_commitment", minimum_commitment, what="The minimum commitment")
+        )
+    if overage_spend_cap is not UNSET:
+        changes["overage_spend_cap"] = (
+            None
+            if overage_spend_cap is None
+            else _amount("overage_spend_cap", overage_spend_cap, what="The overage spend cap")
         )
     if trial_days is not UNSET:
         changes["trial_days"] = check_count(

@@ -1,11 +1,13 @@
 """The usage ledger: the only writer of usage events, counters, rate counters, idempotency
-keys, and of the credit draws metered calls make.
+keys, overage spend, and of the credit draws metered calls make.
 
 A reservation admits a call only when, in one decision taken by the database:
 
 - the customer's entitlement version is still the one the caller decided with,
 - the kit's per-minute rate has room (when the primitive has one),
 - the window's counter stays within the quota (``used + n <= limit``),
+- past a quota that bills overage, the window's overage spend stays within the plan's
+  spend cap (when it has one),
 - the customer's credit balance covers the call (when the primitive costs credits),
 
 and then raises the counters, draws the credits and writes the event: a chain of gates,
@@ -31,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any
 
@@ -45,6 +48,7 @@ from ..models import (
     CreditEntry,
     EntitlementVersion,
     IdempotencyKey,
+    OverageSpend,
     RateCounter,
     UsageCounter,
     UsageEvent,
@@ -61,6 +65,7 @@ class Outcome(enum.Enum):
     OVER_RATE = "over_rate"
     OVER_QUOTA = "over_quota"
     OVER_CREDITS = "over_credits"
+    OVER_SPEND = "over_spend"  # past the spend cap on billed overage
     # The balance is not up to date (a grant has started or expired since): bring it up to
     # date (``credits.credits_refresh``) and try again.
     CREDITS_STALE = "credits_stale"
@@ -85,6 +90,8 @@ class Reservation:
     # The credits it drew, and the balance they left.
     credits: int | None = None
     balance: int | None = None
+    # What its overage added to the window's overage spend (minor units), when counted.
+    spent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,7 @@ class Attempt:
     used: int = 0  # the counter as the refusal found it
     calls: int = 0  # the per-minute counter as the refusal found it
     balance: int = 0  # the credit balance as the refusal found it
+    spent: Decimal | None = None  # the window's overage spend as the refusal found it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,11 @@ class Request:
     rate: int | None = None  # calls per minute, None: no rate limit
     quota: int | None = None  # the quota to report, even when usage past it is billed
     credits: int | None = None  # what the use costs in credits, None: it draws none
+    # Past ``quota`` each unit is billed at ``overage_price``; the window's overage spend
+    # may reach ``spend_cap`` at most. With a price and no cap (usage that already
+    # happened) the spend is counted, never refused; without a price, not counted.
+    overage_price: Decimal | None = None
+    spend_cap: Decimal | None = None
     idempotency_key: str = ""
     fingerprint: str = ""
 
@@ -151,7 +164,23 @@ def _params(request: Request, now: datetime) -> dict[str, Any]:
         "rate": request.rate or 0,
         "credits": request.credits or 0,
         "draw": -(request.credits or 0),
+        "quota": request.quota if request.quota is not None else MAX_BIGINT,
+        "price": request.overage_price or 0,
+        "cap": NO_CAP if request.spend_cap is None else request.spend_cap,
     }
+
+
+# Larger than any spend a window can reach (a spend without a cap is counted, not capped).
+NO_CAP = Decimal(10) ** 17
+
+
+def overage_cost(request: Request, used: int) -> Decimal:
+    """What a reservation that took the window's counter to ``used`` adds to the
+    overage spend: its units past the quota at the overage price."""
+    if request.overage_price is None or request.quota is None:
+        return Decimal(0)
+    units = min(request.quantity, max(0, used - request.quota))
+    return units * request.overage_price
 
 
 @cache
@@ -164,6 +193,7 @@ def _tables() -> dict[str, str]:
         "keys": IdempotencyKey._meta.db_table,
         "balances": CreditBalance._meta.db_table,
         "entries": CreditEntry._meta.db_table,
+        "spend": OverageSpend._meta.db_table,
     }
 
 
@@ -195,6 +225,15 @@ _CREDIT = (
     "AND (valid_until IS NULL OR valid_until > %(recorded_at)s) {source} "
     "RETURNING balance"
 )
+# What the call's units past the quota cost, from the counter the call just raised.
+_COST = "LEAST(%(quantity)s, GREATEST(0, used - %(quota)s)) * CAST(%(price)s AS NUMERIC)"
+_SPEND = (
+    "INSERT INTO {spend} AS s (customer_id, window_start, window_end, spent) "
+    "SELECT %(customer)s, %(window_start)s, %(window_end)s, {cost} {source} "
+    "ON CONFLICT (customer_id, window_start) DO UPDATE SET spent = s.spent + excluded.spent "
+    "WHERE s.spent + excluded.spent <= CAST(%(cap)s AS NUMERIC) "
+    "RETURNING spent"
+)
 _EVENT = (
     "INSERT INTO {events} "
     "(customer_id, primitive, quantity, occurred_at, recorded_at, window_start, idempotency_key) "
@@ -220,9 +259,9 @@ def _sql(template: str, source: str, **names: str) -> str:
 
 
 @cache
-def _one_statement(with_rate: bool, with_credits: bool) -> str:
+def _one_statement(with_rate: bool, with_credits: bool, with_spend: bool = False) -> str:
     """The PostgreSQL reservation in one statement, answering (version ok, calls this
-    minute, used after, balance after, event id, used as found)."""
+    minute, used after, balance after, event id, used as found, spend after)."""
     parts = ["fresh AS (SELECT 1 AS ok WHERE " + _sql(_VERSION_OK, "") + ")"]
     written = []
     gate = "FROM fresh"
@@ -232,8 +271,17 @@ def _one_statement(with_rate: bool, with_credits: bool) -> str:
     parts.append("counter AS (" + _sql(_COUNTER, gate + " WHERE %(room)s >= 0") + ")")
     gate = "FROM counter"
     written.append("counter")
+    passed = "EXISTS (SELECT 1 FROM counter)"
+    if with_spend:
+        # Only a call past the quota touches the spend row; the rest pass this gate.
+        cap = "CAST(%(cap)s AS NUMERIC)"
+        spend = _sql(_SPEND, f"FROM counter WHERE {_COST} > 0 AND {_COST} <= {cap}", cost=_COST)
+        parts.append("spend AS (" + spend + ")")
+        written.append("spend")
+        passed = f"EXISTS (SELECT 1 FROM counter WHERE {_COST} = 0) OR EXISTS (SELECT 1 FROM spend)"
+        gate = f"FROM counter WHERE {passed}"
     if with_credits:
-        parts.append("credit AS (" + _sql(_CREDIT, "AND EXISTS (SELECT 1 FROM counter)") + ")")
+        parts.append("credit AS (" + _sql(_CREDIT, f"AND ({passed})") + ")")
         gate = "FROM credit"
     parts.append("event AS (" + _sql(_EVENT, gate) + ")")
     if with_credits:
@@ -246,26 +294,29 @@ def _one_statement(with_rate: bool, with_credits: bool) -> str:
     )
     calls = "(SELECT calls FROM rate)" if with_rate else "NULL"
     balance = "(SELECT balance FROM credit)" if with_credits else "NULL"
+    spent = "(SELECT spent FROM spend)" if with_spend else "NULL"
     return (
         "WITH "
         + ", ".join(parts)
         + f" SELECT (SELECT ok FROM fresh), {calls}, (SELECT used FROM counter), {balance}, "
         + "(SELECT id FROM event), ("
         + _sql(_USED, "")
-        + f"), {undo}"
+        + f"), {spent}, {undo}"
     )
 
 
 def _reserve_in_one_statement(request: Request) -> Attempt:
     in_transaction = connection.in_atomic_block
-    statement = _one_statement(request.rate is not None, request.credits is not None)
+    statement = _one_statement(
+        request.rate is not None, request.credits is not None, request.overage_price is not None
+    )
     # In autocommit a failing statement rolls back alone; inside the caller's transaction
     # a savepoint keeps that transaction usable.
     guard = transaction.atomic() if in_transaction else nullcontext()
     try:
         with guard, _server_bound_cursor() as cursor:
             cursor.execute(statement, _params(request, timezone.now()))
-            fresh, calls, used, balance, event_id, found, _ = cursor.fetchone()
+            fresh, calls, used, balance, event_id, found, _, _ = cursor.fetchone()
     except DataError as error:
         if _sqlstate(error) == DIVISION_BY_ZERO:
             return _diagnose(request)
@@ -326,6 +377,18 @@ def _reserve_in_transaction(request: Request) -> Attempt:
             counted = cursor.fetchone()
             if counted is None:
                 raise _Refused(Outcome.OVER_QUOTA)
+            cost = overage_cost(request, counted[0])
+            if cost:
+                # Decided here from the counter's answer, so the spend takes an exact
+                # decimal (SQLite keeps decimals as floating point).
+                spend = _sql(
+                    _SPEND,
+                    "WHERE CAST(%(cost)s AS NUMERIC) <= CAST(%(cap)s AS NUMERIC)",
+                    cost="CAST(%(cost)s AS NUMERIC)",
+                )
+                cursor.execute(spend, {**params, "cost": cost})
+                if cursor.fetchone() is None:
+                    raise _Refused(Outcome.OVER_SPEND)
             if request.credits is not None:
                 cursor.execute(_sql(_CREDIT, ""), params)
                 drawn = cursor.fetchone()
@@ -355,6 +418,12 @@ def _diagnose(request: Request) -> Attempt:
         return Attempt(Outcome.OVER_RATE, calls=request.rate, used=used)
     if request.limit is not None and used + request.quantity > request.limit:
         return Attempt(Outcome.OVER_QUOTA, used=used)
+    cost = overage_cost(request, used + request.quantity)
+    if cost:
+        spent = spent_in(customer_id=request.customer_id, window=request.window)
+        cap = NO_CAP if request.spend_cap is None else request.spend_cap
+        if spent + cost > cap:
+            return Attempt(Outcome.OVER_SPEND, used=used, spent=spent)
     if request.credits is not None:
         row = CreditBalance.objects.filter(customer_id=request.customer_id).first()
         if row is None or (row.valid_until is not None and row.valid_until <= timezone.now()):
@@ -404,6 +473,7 @@ def _overflow() -> InvalidInput:
 def _reservation(
     request: Request, event_id: int, used: int, in_transaction: bool, balance: int | None
 ) -> Reservation:
+    cost = overage_cost(request, used)
     return Reservation(
         event_id=event_id,
         customer_id=request.customer_id,
@@ -417,6 +487,7 @@ def _reservation(
         credits=request.credits,
         balance=balance,
         limit=request.quota,
+        spent=cost or None,
     )
 
 
@@ -435,6 +506,16 @@ def used_in(*, customer_id: Any, primitive: str, window: Window) -> int:
         .first()
     )
     return used or 0
+
+
+def spent_in(*, customer_id: Any, window: Window) -> Decimal:
+    """The overage spend of the customer's quota ``window`` so far (minor units)."""
+    spent = (
+        OverageSpend.objects.filter(customer_id=customer_id, window_start=window.start)
+        .values_list("spent", flat=True)
+        .first()
+    )
+    return Decimal(spent or 0)
 
 
 def version_of(customer_id: Any) -> int:
@@ -501,6 +582,16 @@ def refund(reservation: Reservation) -> None:
                 adapt(reservation.window.start),
             ],
         )
+        if reservation.spent:
+            cursor.execute(
+                f"UPDATE {tables['spend']} SET spent = spent - CAST(%s AS NUMERIC) "
+                "WHERE customer_id = %s AND window_start = %s",
+                [
+                    reservation.spent,
+                    customer_db_value(reservation.customer_id),
+                    adapt(reservation.window.start),
+                ],
+            )
         if reservation.idempotency_key:
             IdempotencyKey.objects.filter(
                 customer_id=reservation.customer_id, key=reservation.idempotency_key

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -29,6 +30,7 @@ from ..exceptions import (
     PrimitiveNotAllowed,
     QuotaExceeded,
     RateLimited,
+    SpendCapReached,
     SubscriptionInactive,
 )
 from ..periods import Window, minute_window
@@ -102,6 +104,12 @@ def usage_reserve(
                 quota=quota.limit if quota else None,
                 rate=entitlement.rate(primitive) if enforce and live else None,
                 credits=None if cost is None else cost * quantity,
+                # Billed overage counts against the plan's spend cap; usage recorded past
+                # the quota without enforcement counts too, but is never refused for it.
+                overage_price=quota.price
+                if quota and quota.billed and entitlement.spend_cap is not None
+                else None,
+                spend_cap=entitlement.spend_cap if enforce else None,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
             )
@@ -122,6 +130,16 @@ def usage_reserve(
                 primitive=primitive,
                 balance=attempt.balance,
                 cost=cost * quantity,
+            )
+        if attempt.outcome is Outcome.OVER_SPEND:
+            assert quota is not None and entitlement.spend_cap is not None
+            raise spend_refusal(
+                entitlement,
+                primitive=primitive,
+                used=attempt.used,
+                limit=quota.limit,
+                window=window,
+                spent=attempt.spent or Decimal(0),
             )
         if attempt.outcome is Outcome.OVER_QUOTA:
             assert quota is not None
@@ -178,6 +196,31 @@ def quota_refusal(
         resets_at=window.end,
         window_seconds=int((window.end - window.start).total_seconds()),
         wait=_seconds_until(window.end),
+    )
+
+
+def spend_refusal(
+    entitlement: Entitlement,
+    *,
+    primitive: str,
+    used: int,
+    limit: int,
+    window: Window,
+    spent: Decimal,
+) -> SpendCapReached:
+    assert entitlement.spend_cap is not None
+    cap = entitlement.spend_cap
+    return SpendCapReached(
+        f"The overage spend cap for this {entitlement.period} ({cap.normalize():f} in minor "
+        f"units) leaves no room for more {primitive} past its quota ({limit}).",
+        primitive=primitive,
+        limit=limit,
+        used=used,
+        resets_at=window.end,
+        window_seconds=int((window.end - window.start).total_seconds()),
+        wait=_seconds_until(window.end),
+        spent=spent,
+        cap=cap,
     )
 
 
@@ -277,6 +320,11 @@ def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check
         reason = RateLimited.code
     if reason is None and quota and not quota.billed and quantity > (remaining or 0):
         reason = QuotaExceeded.code
+    if reason is None and quota and quota.price is not None and entitlement.spend_cap is not None:
+        units = min(quantity, max(0, used + quantity - quota.limit))
+        spent = ledger.spent_in(customer_id=customer_id, window=window)
+        if units and spent + units * quota.price > entitlement.spend_cap:
+            reason = SpendCapReached.code
     return Check(reason is None, reason, limit, used, remaining, window.end)
 
 

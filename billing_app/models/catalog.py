@@ -140,6 +140,16 @@ class Plan(TimeStamped):
             "charges less is topped up to it"
         ),
     )
+    overage_spend_cap = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text=_(
+            "Most the billed overage may cost per quota window, in minor units: past it, "
+            "metered calls are refused as past a quota; empty: no cap"
+        ),
+    )
     trial_days = models.PositiveIntegerField(
         default=0, help_text=_("Length of a new customer's trial, in days; 0: no trial")
     )

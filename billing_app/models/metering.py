@@ -37,6 +37,28 @@ class UsageCounter(models.Model):
         return f"{self.customer} {self.primitive} {self.window_start:%Y-%m-%d}: {self.used}"
 
 
+class OverageSpend(models.Model):
+    """What one customer's billed overage of one quota window has cost so far, in minor
+    units, as the reservations that went past a quota added it (a refund takes its share
+    back). Kept where the plan caps it (``Plan.overage_spend_cap``): the reservation
+    statement admits a call past a quota only while this stays within the cap."""
+
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    spent = models.DecimalField(max_digits=30, decimal_places=12, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "window_start"], name="billing_spend_window_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.window_start:%Y-%m-%d}: {self.spent}"
+
+
 class UsageEvent(models.Model):
     """One recorded use. Append-only (a failed call's reservation is deleted): the counters
     and the usage records are derived from these. No unique constraint but the key, so the
