@@ -27,7 +27,7 @@ from .metering.credits import Projection
 from .metering.ledger import Reservation
 from .metering.levels import Changed
 from .metering.selectors import GaugeState, UsageRollup, gauge_state, usage_rollup
-from .models import AccountKit, CreditGrant, Plan, Subscription
+from .models import AccountKit, CreditAutoTopUp, CreditGrant, Plan, Subscription
 from .subscriptions import licenses
 from .subscriptions import selectors as subscriptions_selectors
 from .subscriptions import services as subscriptions
@@ -97,6 +97,15 @@ class CustomerBilling:
         fields.setdefault("source", "manual")
         return credits.credits_grant(
             customer_id=self.customer.pk, amount=amount, reason=reason, **fields
+        )
+
+    def set_auto_top_up(
+        self, pack_key: str | None, *, below: int = 0, monthly_cap: int = 1
+    ) -> CreditAutoTopUp | None:
+        """Buy ``pack_key`` when a call leaves fewer than ``below`` credits, at most
+        ``monthly_cap`` times a calendar month; ``None`` turns it off."""
+        return credits.credits_auto_top_up_set(
+            customer_id=self.customer.pk, pack_key=pack_key, below=below, monthly_cap=monthly_cap
         )
 
     def gauge(self, primitive: str) -> Gauge:

@@ -30,6 +30,7 @@ from .exceptions import BillingImproperlyConfigured
 from .models import (
     ENDED_STATUSES,
     AccountKit,
+    CreditAutoTopUp,
     CreditBalance,
     EntitlementVersion,
     KitAssignment,
@@ -90,6 +91,8 @@ class Entitlement:
     credits_granted_since: datetime | None = None
     # The most the billed overage of a quota window may cost, in minor units (None: no cap).
     spend_cap: Decimal | None = None
+    # A draw that leaves the balance below this buys the customer's auto top-up pack.
+    auto_top_up_below: int | None = None
     _windows: dict[str, Window] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def window(self, at: datetime) -> Window:
@@ -266,6 +269,9 @@ def _entitlement_build(*, customer_id: Any) -> Entitlement:
         grants=grants,
         credit_costs={cost.primitive: cost.credits for cost in plan.credit_costs.all()},
         spend_cap=plan.overage_spend_cap,
+        auto_top_up_below=CreditAutoTopUp.objects.filter(customer_id=customer_id, active=True)
+        .values_list("below", flat=True)
+        .first(),
         **_credits_granted(customer_id),
     )
 

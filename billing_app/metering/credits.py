@@ -26,21 +26,26 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
+from ..conf import billing_settings
 from ..entitlements import entitlements_changed
 from ..models import (
     BillingPeriod,
+    CreditAutoTopUp,
     CreditBalance,
     CreditEntry,
     CreditGrant,
     CreditPack,
+    OutboxMessage,
     PlanCredits,
     Subscription,
 )
+from ..outbox import services as outbox
 from ..validation import check_count, full_clean, invalid
 
 logger = logging.getLogger(__name__)
@@ -324,3 +329,120 @@ def _plan_grant_missing(customer_id: Any, at: datetime) -> CreditGrant | None:
         source_ref=ref,
         reason=f"{period.plan.key}: credits of the period from {period.start:%Y-%m-%d}",
     )
+
+
+# --- auto top-ups ----------------------------------------------------------------------
+
+
+@transaction.atomic
+def credits_auto_top_up_set(
+    *,
+    customer_id: Any,
+    pack_key: str | None,
+    below: int = 0,
+    monthly_cap: int = 1,
+) -> CreditAutoTopUp | None:
+    """Buy the credit pack ``pack_key`` for the customer whenever a metered call leaves its
+    balance below ``below``, at most ``monthly_cap`` times a calendar month (in
+    ``BILLING_TIME_ZONE``). ``pack_key=None`` turns it off. The pack must be on sale (active,
+    with a Stripe price)."""
+    if pack_key is None:
+        CreditAutoTopUp.objects.filter(customer_id=customer_id).delete()
+        entitlements_changed(customer_ids=[customer_id])
+        return None
+    check_count("below", below, what="below", minimum=1)
+    check_count("monthly_cap", monthly_cap, what="monthly_cap", minimum=1, maximum=1000)
+    pack = (
+        CreditPack.objects.filter(key=pack_key, active=True).exclude(stripe_price_id="").first()
+        if isinstance(pack_key, str)
+        else None
+    )
+    if pack is None:
+        raise invalid("pack_key", f"{pack_key!r} is not a credit pack on sale.")
+    top_up, _ = CreditAutoTopUp.objects.update_or_create(
+        customer_id=customer_id,
+        defaults={"pack": pack, "below": below, "monthly_cap": monthly_cap, "active": True},
+    )
+    # The entitlement carries the threshold, so a draw needs no query to know it.
+    entitlements_changed(customer_ids=[customer_id])
+    return top_up
+
+
+def credits_auto_top_up(*, customer_id: Any, at: datetime | None = None) -> CreditGrant | None:
+    """When the balance is below the customer's auto top-up threshold and this month's
+    top-ups are fewer than its cap: give the pack's credits and charge the pack to the
+    customer's Stripe customer (an invoice item on its next invoice, through the outbox).
+    Once: the n-th top-up of a month is keyed by its number, and concurrent callers
+    serialise on the balance row, so the second finds the balance topped up. Answers the
+    grant made, or None. Reads Stripe's price as dj-stripe synced it; calls no one."""
+    at = at or timezone.now()
+    config = (
+        CreditAutoTopUp.objects.select_related("pack")
+        .filter(customer_id=customer_id, active=True)
+        .first()
+    )
+    if config is None or not config.pack.active or not config.pack.stripe_price_id:
+        return None
+    charge = _pack_charge(customer_id, config.pack)
+    if charge is None:
+        return None
+    month = timezone.localtime(at, ZoneInfo(billing_settings.TIME_ZONE)).strftime("%Y-%m")
+    prefix = f"topup:{customer_id}:{month}:"
+    with transaction.atomic():
+        row = _balance_locked(customer_id)
+        if row.balance >= config.below:
+            return None
+        made = CreditGrant.objects.filter(
+            source=Source.PURCHASE, source_ref__startswith=prefix
+        ).count()
+        if made >= config.monthly_cap:
+            return None
+        number = made + 1
+        pack = config.pack
+        grant = credits_grant(
+            customer_id=customer_id,
+            amount=pack.credits,
+            source=Source.PURCHASE,
+            source_ref=f"{prefix}{number}",
+            reason=f"Auto top-up {number} of {month}: pack {pack.key}",
+            expires_at=at + timedelta(days=pack.expires_after_days)
+            if pack.expires_after_days
+            else None,
+        )
+        outbox.message_add(
+            kind=OutboxMessage.Kind.STRIPE_INVOICE_ITEM,
+            key=f"billing-topup-{customer_id}-{month}-{number}",
+            payload={
+                **charge,
+                "description": f"{pack.name} (auto top-up)",
+                "metadata": {
+                    billing_settings.STRIPE_METADATA_KEY: str(customer_id),
+                    "billing_credit_pack": pack.key,
+                    "billing_credit_grant": str(grant.pk),
+                },
+            },
+        )
+    return grant
+
+
+def _pack_charge(customer_id: Any, pack: CreditPack) -> dict[str, Any] | None:
+    """The invoice item's customer, amount and currency: the customer's Stripe customer
+    and the pack's Stripe price as dj-stripe synced it; None (logged) when either is
+    missing, as nothing could be charged."""
+    from djstripe.models import Price
+
+    stripe_customer = (
+        Subscription.objects.filter(customer_id=customer_id)
+        .exclude(stripe_customer_id="")
+        .values_list("stripe_customer_id", flat=True)
+        .first()
+    )
+    price = Price.objects.filter(id=pack.stripe_price_id).first()
+    if not stripe_customer or price is None or price.unit_amount is None:
+        logger.warning(
+            "No auto top-up for customer %s: %s.",
+            customer_id,
+            "no Stripe customer" if not stripe_customer else f"{pack.stripe_price_id} not synced",
+        )
+        return None
+    return {"customer": stripe_customer, "amount": price.unit_amount, "currency": price.currency}

@@ -35,7 +35,7 @@ from ..exceptions import (
 )
 from ..periods import Window, minute_window
 from . import alerts, ledger, levels
-from .credits import credits_refresh
+from .credits import credits_auto_top_up, credits_refresh
 from .ledger import Outcome, Reservation
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -162,7 +162,8 @@ def usage_reserve(
 
 def usage_alert(*, reservation: Reservation) -> None:
     """Send the usage and credit alerts of the thresholds that a kept reservation
-    crossed."""
+    crossed, and buy the customer's auto top-up when its draw left the balance below the
+    threshold."""
     if reservation.duplicate:
         return
     if reservation.limit is not None:
@@ -183,6 +184,9 @@ def usage_alert(*, reservation: Reservation) -> None:
             granted=entitlement.credits_granted,
             since=entitlement.credits_granted_since,
         )
+        below = entitlement.auto_top_up_below
+        if below is not None and reservation.balance < below:
+            credits_auto_top_up(customer_id=reservation.customer_id)
 
 
 def quota_refusal(
