@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -149,9 +149,24 @@ def credits_refresh(*, customer_id: Any, at: datetime | None = None) -> CreditBa
 
 
 def credits_state(*, customer_id: Any, at: datetime | None = None) -> Projection:
-    """The balance and the grants as a refresh now would make them, without writing."""
+    """The balance and the grants as a refresh now would make them, without writing; the
+    grants in the order draws take from them."""
     row = CreditBalance.objects.filter(customer_id=customer_id).first()
-    return _project(customer_id, row or CreditBalance(customer_id=customer_id), at)
+    projection = _project(customer_id, row or CreditBalance(customer_id=customer_id), at)
+    projection.grants.sort(key=_draw_order)
+    return projection
+
+
+def _draw_order(grant: CreditGrant) -> tuple[Any, ...]:
+    """``ORDER`` in Python: grants made by the projection (no key yet) after the saved."""
+    never = datetime.max.replace(tzinfo=UTC)
+    return (
+        grant.priority,
+        grant.expires_at or never,
+        grant.effective_at,
+        grant.pk is None,
+        grant.pk or 0,
+    )
 
 
 def balance_of(*, customer_id: Any) -> int:
