@@ -188,3 +188,46 @@ def test_calls_crossing_the_threshold_together_buy_one_pack(stripe_stub):
         assert len(top_ups(customer)) == 1
         assert balance_of(customer_id=customer.pk) == 30 - 20 + 50
         assert len([k for k in charges() if k.startswith(f"billing-topup-{customer.pk}-")]) == 1
+
+
+# --- over the API ----------------------------------------------------------------------
+
+
+def test_the_operator_sets_reads_and_turns_off_the_auto_top_up(api, pack, customer):
+    path = f"/v1/users/{customer.pk}/billing/credits/auto-top-up"
+    off = {"packKey": None, "below": None, "monthlyCap": None}
+    assert api.get(path).json() == off
+
+    answer = api.put(path, {"packKey": "top", "below": 500, "monthlyCap": 4}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {"packKey": "top", "below": 500, "monthlyCap": 4}
+    assert api.get(path).json() == answer.json()
+    config = CreditAutoTopUp.objects.get(customer_id=customer.pk)
+    assert (config.pack, config.below, config.monthly_cap) == (pack, 500, 4)
+    assert api.put(path, {"packKey": None}, format="json").json() == off
+    assert not CreditAutoTopUp.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"packKey": "nope", "below": 5}, "packKey"),
+        ({"packKey": "top"}, "below"),
+        ({"packKey": "top", "below": 0}, "below"),
+        ({"packKey": "top", "below": "many"}, "below"),
+        ({"packKey": "top", "below": 5, "monthlyCap": 0}, "monthlyCap"),
+        ({"below": 5}, "packKey"),
+    ],
+)
+def test_a_bad_auto_top_up_is_400_naming_its_field(api, pack, customer, body, field):
+    path = f"/v1/users/{customer.pk}/billing/credits/auto-top-up"
+    response = api.put(path, body, format="json")
+    assert response.status_code == 400
+    assert field in response.json(), response.json()
+    assert not CreditAutoTopUp.objects.exists()
+
+
+def test_the_auto_top_up_of_an_unknown_customer_is_404(api, pack):
+    path = "/v1/users/999999999/billing/credits/auto-top-up"
+    assert api.put(path, {"packKey": "top", "below": 5}, format="json").status_code == 404

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from ..customers.selectors import customer_get
 from ..metering import credits
-from ..models import CreditEntry, CreditGrant, CreditPack
+from ..models import CreditAutoTopUp, CreditEntry, CreditGrant, CreditPack
 from ..stripe import calls as stripe_calls
 from .self_service import CustomerAPIView
 from .serializers import RedirectSerializer, RedirectURLField
@@ -92,6 +92,26 @@ class PackCheckoutInputSerializer(serializers.Serializer):
     cancelUrl = RedirectURLField()
 
 
+class AutoTopUpInputSerializer(serializers.Serializer):
+    packKey = serializers.SlugField(max_length=64, allow_null=True)
+    below = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    monthlyCap = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("packKey") is not None and "below" not in data:
+            raise serializers.ValidationError({"below": ["Required with a pack."]})
+        return data
+
+
+class AutoTopUpSerializer(serializers.Serializer):
+    packKey = serializers.CharField(source="pack.key", allow_null=True)
+    below = serializers.IntegerField(allow_null=True)
+    monthlyCap = serializers.IntegerField(source="monthly_cap", allow_null=True)
+
+
+NO_TOP_UP = {"packKey": None, "below": None, "monthlyCap": None}
+
+
 def credits_answer(customer_id: Any) -> dict[str, Any]:
     """As enforcement sees the balance now (computed, nothing written)."""
     state = credits.credits_state(customer_id=customer_id)
@@ -125,6 +145,31 @@ class CreditGrantView(OperatorAPIView):
             **data,
         )
         return Response(GrantSerializer(grant).data, status=status.HTTP_201_CREATED)
+
+
+class AutoTopUpView(OperatorAPIView):
+    """The customer's auto top-up: buy ``packKey`` when a call leaves fewer than ``below``
+    credits, at most ``monthlyCap`` times a calendar month; ``packKey: null`` turns it
+    off."""
+
+    @extend_schema(responses=AutoTopUpSerializer)
+    def get(self, request: Request, user_id: str) -> Response:
+        customer = customer_get(customer_id=user_id)
+        top_up = CreditAutoTopUp.objects.select_related("pack").filter(customer_id=customer.pk)
+        found = top_up.first()
+        return Response(AutoTopUpSerializer(found).data if found else NO_TOP_UP)
+
+    @extend_schema(request=AutoTopUpInputSerializer, responses=AutoTopUpSerializer)
+    def put(self, request: Request, user_id: str) -> Response:
+        customer = customer_get(customer_id=user_id)
+        data = self.parse(AutoTopUpInputSerializer, request.data)
+        top_up = credits.credits_auto_top_up_set(
+            customer_id=customer.pk,
+            pack_key=data["pack_key"],
+            below=data.get("below", 0),
+            monthly_cap=data["monthly_cap"],
+        )
+        return Response(AutoTopUpSerializer(top_up).data if top_up else NO_TOP_UP)
 
 
 class EntryPagination(Pagination):

@@ -65,6 +65,11 @@ endpoints = [
         name="user-credit-grants",
     ),
     path(
+        "users/<str:user_id>/billing/credits/auto-top-up",
+        credits.AutoTopUpView.as_view(),
+        name="user-credit-auto-top-up",
+    ),
+    path(
         "users/<str:user_id>/billing/credits/ledger",
         credits.CreditLedgerView.as_view(),
         name="user-credit-ledger",
