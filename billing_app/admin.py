@@ -32,6 +32,7 @@ from .models import (
     AccountKit,
     AdvanceCharge,
     BillingPeriod,
+    CreditAutoTopUp,
     CreditBalance,
     CreditEntry,
     CreditGrant,
@@ -41,6 +42,7 @@ from .models import (
     KitPrimitive,
     OperatorKey,
     OutboxMessage,
+    OverageSpend,
     Plan,
     PlanFeature,
     PlanPrice,
@@ -671,6 +673,16 @@ class GaugeEventAdmin(_ReadOnlyAdmin):
     date_hierarchy = "occurred_at"
 
 
+@admin.register(OverageSpend)
+class OverageSpendAdmin(_ReadOnlyAdmin):
+    """What each customer's billed overage has cost per quota window, where its plan caps
+    it (``overage_spend_cap``), as enforcement counts it."""
+
+    list_display = ["customer", "window_start", "window_end", "spent"]
+    list_select_related = ["customer"]
+    date_hierarchy = "window_start"
+
+
 @admin.register(BillingPeriod)
 class BillingPeriodAdmin(_ReadOnlyAdmin):
     list_display = ["customer", "plan", "start", "end", "source", "end_reason"]
@@ -776,12 +788,18 @@ def _credits_summary(customer_id: Any) -> str:
     ledger = reverse("admin:billing_app_creditbalance_change", args=[customer_id])
     has_row = CreditBalance.objects.filter(customer_id=customer_id).exists()
     grant = reverse("admin:billing_app_creditgrant_add") + f"?customer={customer_id}"
+    found = CreditAutoTopUp.objects.select_related("pack").filter(customer_id=customer_id).first()
     return format_html(
-        '<p>{} credits, from {} grant(s) pending or active. {}<a href="{}">Grant credits</a></p>',
+        '<p>{} credits, from {} grant(s) pending or active. {}<a href="{}">Grant credits</a>'
+        "</p><p>{}</p>",
         state.balance,
         len(live),
         format_html('<a href="{}">Grants and ledger</a> · ', ledger) if has_row else "",
         grant,
+        f"Auto top-up: {found.pack} ({found.pack.credits} credits) below {found.below}, "
+        f"at most {found.monthly_cap} a month."
+        if found
+        else "No auto top-up.",
     )
 
 
@@ -1009,6 +1027,45 @@ class CreditGrantAdmin(admin.ModelAdmin):
         )
 
 
+@admin.register(CreditAutoTopUp)
+class CreditAutoTopUpAdmin(admin.ModelAdmin):
+    """Customers' auto top-ups, set and removed through ``credits_auto_top_up_set``: buy
+    the pack when a call leaves fewer than ``below`` credits, at most ``monthly_cap`` times
+    a calendar month."""
+
+    list_display = ["customer", "pack", "below", "monthly_cap"]
+    list_select_related = ["customer", "pack"]
+    raw_id_fields = ["customer"]
+    fields = ["customer", "pack", "below", "monthly_cap"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # One per customer: moving it to another customer is not an edit.
+        return ["customer"] if obj is not None else []
+
+    def save_model(
+        self, request: HttpRequest, obj: CreditAutoTopUp, form: Any, change: bool
+    ) -> None:
+        try:
+            saved = credits.credits_auto_top_up_set(
+                customer_id=obj.customer_id,
+                pack_key=obj.pack.key,
+                below=obj.below,
+                monthly_cap=obj.monthly_cap,
+            )
+        except InvalidInput as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        assert saved is not None
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: CreditAutoTopUp) -> None:
+        credits.credits_auto_top_up_set(customer_id=obj.customer_id, pack_key=None)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CreditAutoTopUp]) -> None:
+        for top_up in queryset:
+            credits.credits_auto_top_up_set(customer_id=top_up.customer_id, pack_key=None)
+
+
 @admin.register(CreditPack)
 class CreditPackAdmin(_ServiceSaveAdmin):
     """Credit packs customers buy through Stripe Checkout (a one-time Stripe price)."""
@@ -1037,12 +1094,13 @@ class CreditPackAdmin(_ServiceSaveAdmin):
 ADMIN_GROUPS = [
     ("Catalog", ["product", "plan", "accountkit", "creditpack"]),
     ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
-    ("Credits", ["creditbalance", "creditgrant", "creditentry"]),
+    ("Credits", ["creditbalance", "creditgrant", "creditentry", "creditautotopup"]),
     (
         "Usage & records",
         [
             "usagecounter",
             "usageevent",
+            "overagespend",
             "gaugelevel",
             "gaugeevent",
             "billingperiod",

@@ -27,6 +27,7 @@ from billing_app.models import (
     AccountKit,
     AdvanceCharge,
     BillingPeriod,
+    CreditAutoTopUp,
     CreditBalance,
     CreditEntry,
     CreditGrant,
@@ -34,6 +35,7 @@ from billing_app.models import (
     KitAssignment,
     OperatorKey,
     OutboxMessage,
+    OverageSpend,
     Plan,
     Problem,
     Product,
@@ -63,6 +65,7 @@ EDITABLE = [
     "operatorkey",
     "tenanttoken",
     "creditpack",
+    "creditautotopup",
 ]
 READ_ONLY = [
     "advancecharge",
@@ -98,6 +101,7 @@ MODELS = {
     "creditentry": CreditEntry,
     "creditgrant": CreditGrant,
     "creditpack": CreditPack,
+    "creditautotopup": CreditAutoTopUp,
 }
 
 
@@ -164,7 +168,10 @@ def world(db):
         granted_by=UserFactory(),
         expires_at=now + 30 * DAY,
     )
-    pack = credits.credit_pack_upsert(key="pack-1k", name="1,000 credits", credits=1000)[0]
+    pack = credits.credit_pack_upsert(
+        key="pack-1k", name="1,000 credits", credits=1000, stripe_price_id="price_pack_1k"
+    )[0]
+    top_up = credits.credits_auto_top_up_set(customer_id=customer.pk, pack_key="pack-1k", below=50)
     return {
         "customer": customer,
         "accountkit": kit,
@@ -190,6 +197,7 @@ def world(db):
         "creditentry": CreditEntry.objects.get(),
         "creditgrant": credit_grant,
         "creditpack": pack,
+        "creditautotopup": top_up,
     }
 
 
@@ -235,7 +243,7 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         if row is not None:
             pages.append(reverse("admin:{}_{}_change".format(*info), args=[row.pk]))
             pages.append(reverse("admin:{}_{}_history".format(*info), args=[row.pk]))
-    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 19
+    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 20
     # The subscription page with usage on it, its grant page, and after a cancellation.
     subscription = world["subscription"]
     pages.append(url("subscription", "change", subscription.pk))
@@ -903,7 +911,7 @@ def test_the_index_shows_billing_first_in_groups(admin, world):
     catalog = [m["object_name"] for m in groups["Billing: Catalog"]["models"]]
     assert catalog == ["Product", "Plan", "AccountKit", "CreditPack"]
     credit = [m["object_name"] for m in groups["Billing: Credits"]["models"]]
-    assert credit == ["CreditBalance", "CreditGrant", "CreditEntry"]
+    assert credit == ["CreditBalance", "CreditGrant", "CreditEntry", "CreditAutoTopUp"]
     operations = [m["object_name"] for m in groups["Billing: Operations"]["models"]]
     assert operations == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
     listed = [m["object_name"] for app in groups.values() for m in app["models"]]
@@ -1318,3 +1326,67 @@ def test_a_credit_pack_is_saved_through_the_service(admin, monkeypatch):
         365,
     )
     assert [call["key"] for call in calls] == ["pack-5k"]
+
+
+def test_an_auto_top_up_is_set_and_removed_through_the_service(admin, world, monkeypatch):
+    calls = []
+    real = credits.credits_auto_top_up_set
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(credits, "credits_auto_top_up_set", spy)
+    other = CustomerFactory()
+    pack = world["creditpack"]
+
+    response = admin.post(
+        url("creditautotopup", "add"),
+        {"customer": other.pk, "pack": pack.pk, "below": 300, "monthly_cap": 2, "_save": "Save"},
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    top_up = CreditAutoTopUp.objects.get(customer_id=other.pk)
+    assert (top_up.pack, top_up.below, top_up.monthly_cap) == (pack, 300, 2)
+    assert calls == [
+        {"customer_id": other.pk, "pack_key": "pack-1k", "below": 300, "monthly_cap": 2}
+    ]
+    summary = admin.get(url("subscription", "change", world["subscription"].pk)).content
+    assert "Auto top-up: pack-1k (1000 credits) below 50, at most 1 a month." in summary.decode()
+
+    response = admin.post(url("creditautotopup", "delete", top_up.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not CreditAutoTopUp.objects.filter(customer_id=other.pk).exists()
+    assert calls[-1] == {"customer_id": other.pk, "pack_key": None}
+
+
+def test_a_pack_without_a_stripe_price_cannot_be_an_auto_top_up(admin, world):
+    unpriced = credits.credit_pack_upsert(key="unpriced", name="Unpriced", credits=5)[0]
+    other = CustomerFactory()
+    response = admin.post(
+        url("creditautotopup", "add"),
+        {"customer": other.pk, "pack": unpriced.pk, "below": 3, "monthly_cap": 1, "_save": "Save"},
+    )
+    assert any("not a credit pack on sale" in m for m in messages_of(response))
+    assert not CreditAutoTopUp.objects.filter(customer_id=other.pk).exists()
+
+
+def test_overage_spend_is_shown_read_only(admin, world):
+    catalog.plan_upsert(
+        key="capped", name="Capped", quotas={"seo": 1}, overage={"seo": "2"}, overage_spend_cap="9"
+    )
+    capped = CustomerFactory()
+    subscriptions.subscription_set(customer=capped, plan_key="capped")
+    usage_reserve(customer_id=capped.pk, primitive="seo", quantity=3)
+    spend = OverageSpend.objects.get(customer_id=capped.pk)
+    assert spend.spent == 4
+
+    for page in (url("overagespend", "changelist"), url("overagespend", "change", spend.pk)):
+        with CaptureQueriesContext(connection) as queries:
+            response = admin.get(page)
+        assert response.status_code == 200
+        assert writes_of(queries) == []
+    assert admin.get(url("overagespend", "add")).status_code == 403
+    assert admin.post(url("overagespend", "change", spend.pk), {"spent": 0}).status_code == 403
+    assert OverageSpend.objects.get(pk=spend.pk).spent == 4
