@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -129,6 +130,36 @@ def money(amount: int | None, currency: str | None) -> str:
     return f"{amount / 100:,.2f} {code}".strip()
 
 
+def minor_units(amount: Decimal, currency: str) -> str:
+    """An amount in minor units with decimals as people read it: ``Decimal("1250.5")``,
+    ``"usd"`` -> ``12.51 USD``."""
+    code = currency.upper()
+    if currency.lower() in djstripe_settings.ZERO_DECIMAL_CURRENCIES:
+        return f"{amount.quantize(Decimal(1)):,} {code}"
+    return f"{(amount / 100).quantize(Decimal('0.01')):,} {code}"
+
+
+@dataclass(frozen=True)
+class Spend:
+    """The window's billed overage against the plan's spend cap: past it, calls that would
+    add overage are refused."""
+
+    spent: str
+    cap: str
+    full: bool
+
+
+def spend_of(rollup: UsageRollup, plan: Plan | None) -> Spend | None:
+    if rollup.spent is None or rollup.spend_cap is None:
+        return None
+    currency = plan.currency if plan is not None else "usd"
+    return Spend(
+        spent=minor_units(rollup.spent, currency),
+        cap=minor_units(rollup.spend_cap, currency),
+        full=rollup.spent >= rollup.spend_cap,
+    )
+
+
 def invoices_shown(customer: Any) -> list[InvoiceRow]:
     shown = []
     for invoice in invoices_of(customer=customer)[:INVOICES_SHOWN]:
@@ -214,6 +245,7 @@ def account_context(customer: Any) -> dict[str, Any]:
         "grace_until": entitlement.grace_until,
         "window": rollup.window,
         "meters": meters_of(rollup),
+        "spend": spend_of(rollup, plan_in_force),
         "credits": credits_of(customer, rollup),
         "plans": [] if live_stripe else plans_to_buy(live.plan.key if live else None),
         "live_stripe_subscription": live_stripe,

@@ -745,3 +745,40 @@ def test_rendering_the_credits_writes_nothing(on_credits, clock):
 
     assert writes_of(queries) == []
     assert "Credits 50 credits left" in page
+
+
+# --- the overage spend cap -----------------------------------------------------------
+
+
+def test_the_overage_spend_against_its_cap_is_what_enforcement_counts(customer):
+    from billing_app.catalog.services import plan_upsert
+    from billing_app.exceptions import SpendCapReached
+    from billing_app.metering.services import usage_reserve
+
+    plan_upsert(
+        key="capped",
+        name="Capped",
+        quotas={"seo": 2},
+        overage={"seo": "250.5"},
+        overage_spend_cap="1002",
+    )
+    subscriptions.subscription_set(customer=customer, plan_key="capped", status="active")
+    me = session_client(customer)
+    usage_reserve(customer_id=customer.pk, primitive="seo", quantity=5)  # 3 past: 751.5
+
+    page = text(me.get(PAGE))
+
+    assert "Overage billed until" in page
+    assert "7.52 USD of your 10.02 USD cap." in page  # 751.5 cents, shown to the cent
+    assert "refused until it resets" not in page
+    usage_reserve(customer_id=customer.pk, primitive="seo")  # 1002: the cap
+    with pytest.raises(SpendCapReached):
+        usage_reserve(customer_id=customer.pk, primitive="seo")
+    page = text(me.get(PAGE))
+    assert (
+        "10.02 USD of your 10.02 USD cap. Calls past a quota are refused until it resets." in page
+    )
+
+
+def test_no_spend_line_without_a_cap(me, on_free):
+    assert "Overage billed" not in text(me.get(PAGE))

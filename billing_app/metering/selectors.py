@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
 
 from ..entitlements import Entitlement, entitlement_for
 from ..periods import Window
-from .ledger import counters_of
+from .ledger import counters_of, spent_in
 from .levels import level_of, levels_of
 
 
@@ -24,6 +25,12 @@ class UsageRollup:
     # Gauges: their levels now, and the limits on them (no window).
     levels: dict[str, int] = field(default_factory=dict)
     level_limits: dict[str, int] = field(default_factory=dict)
+    # What the window's billed overage has cost, where the plan caps it (None: no cap).
+    spent: Decimal | None = None
+
+    @property
+    def spend_cap(self) -> Decimal | None:
+        return self.entitlement.spend_cap
 
     @property
     def plan(self) -> str | None:
@@ -60,6 +67,9 @@ def usage_rollup(*, customer_id: Any, at: datetime | None = None) -> UsageRollup
         usage=dict(counters_of(customer_id, window.start)),
         levels=levels_of(customer_id),
         level_limits={p: q.limit for p, q in entitlement.gauges.items()},
+        spent=None
+        if entitlement.spend_cap is None
+        else spent_in(customer_id=customer_id, window=window),
     )
 
 
