@@ -18,7 +18,7 @@ from billing_app.models import OverageSpend, UsageCounter, UsageEvent
 from billing_app.subscriptions.services import subscription_set
 
 from .factories import CustomerFactory
-from .utils import assert_field_error, in_parallel, window_now
+from .utils import assert_field_error, in_parallel, json_id, window_now
 
 pytestmark = pytest.mark.django_db
 
@@ -255,3 +255,25 @@ def test_the_check_answers_what_a_call_would_get(capped, customer):
     assert (check(2).allowed, check(2).reason) == (False, "spend_cap_reached")
     call(customer)
     assert check(1).reason == "spend_cap_reached"
+
+
+def test_usage_reported_in_batches_counts_once(capped, customer, api):
+    on_capped(customer)
+    call(customer, quantity=9)
+    who = json_id(customer.pk)
+    events = [
+        {"userId": who, "primitive": "seo", "quantity": 2, "idempotencyKey": "b1"},
+        {"userId": who, "primitive": "aeo", "quantity": 5},
+        {"userId": who, "primitive": "email.send", "quantity": 9},  # blocking: no price
+    ]
+
+    first = api.post("/v1/usage/events", {"events": events}, format="json")
+    again = api.post("/v1/usage/events", {"events": events[:1]}, format="json")
+
+    assert first.status_code < 300 and again.status_code < 300, (first.content, again.content)
+    assert again.json()["results"][0]["status"] == "duplicate"  # counted once
+    # seo: 1 of the 2 past its 10 (2.5); aeo: 1 of the 5 past its 4 (1).
+    assert spent_in(customer_id=customer.pk, window=window_now(customer)) == Decimal("3.5")
+    call(customer, quantity=2)  # 5 more: 8.5
+    with pytest.raises(SpendCapReached):
+        call(customer)  # 2.5 more would make 11

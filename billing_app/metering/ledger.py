@@ -629,11 +629,15 @@ class Item:
 
 def ingest(
     items: Sequence[Item],
+    overage: Mapping[tuple[Any, str, Window], tuple[int, Decimal]] | None = None,
 ) -> tuple[list[tuple[str, int]], dict[tuple[Any, str, Window], int]]:
     """Write a batch of reported usage in one transaction. Reported usage already
     happened, so it is recorded whatever the quota (overage). Answers ("created" |
     "duplicate" | "conflict", event id) per item, in order, and each counter's value after
-    the batch (for usage alerts)."""
+    the batch (for usage alerts). ``overage`` ((customer, primitive, window) -> (quota,
+    price)) names the counters whose overage counts against a spend cap: what the batch
+    took past their quota is added to the window's spend, in the same transaction, never
+    refused (it happened)."""
     if not items:
         return [], {}
     adapt = connection.ops.adapt_datetimefield_value
@@ -676,6 +680,8 @@ def ingest(
             # Rows come back in the order sent, as Django's bulk_create also relies on.
             ids = dict(zip(to_write, (row[0] for row in cursor.fetchall()), strict=True))
         after = _counters_add(cursor, [items[i] for i in to_write])
+        if overage:
+            _spend_add(cursor, [items[i] for i in to_write], after, overage)
     results: list[tuple[str, int]] = []
     first = {markers[i]: (ids[i], items[i].fingerprint) for i in to_write if markers[i]}
     unknown = {m for m in markers if m is not None and m not in first}
@@ -688,6 +694,49 @@ def ingest(
             same = first_fingerprint == item.fingerprint
             results.append(("duplicate" if same else "conflict", event_id))
     return results, after
+
+
+def _spend_add(
+    cursor: Any,
+    written: Sequence[Item],
+    after: Mapping[tuple[Any, str, Window], int],
+    overage: Mapping[tuple[Any, str, Window], tuple[int, Decimal]],
+) -> None:
+    """Add to each window's overage spend what the batch took its counters past their
+    quota, at their price."""
+    added: dict[tuple[Any, str, Window], int] = {}
+    for item in written:
+        key = (item.customer_id, item.primitive, item.window)
+        added[key] = added.get(key, 0) + item.quantity
+    costs: dict[tuple[Any, Window], Decimal] = {}
+    for key, quantity in added.items():
+        if key not in overage or key not in after:
+            continue
+        quota, price = overage[key]
+        used = after[key]
+        units = max(0, used - quota) - max(0, used - quantity - quota)
+        if units:
+            costs[(key[0], key[2])] = costs.get((key[0], key[2]), Decimal(0)) + units * price
+    adapt = connection.ops.adapt_datetimefield_value
+    spend = _sql(
+        _SPEND,
+        "WHERE CAST(%(cost)s AS NUMERIC) <= CAST(%(cap)s AS NUMERIC)",
+        cost="CAST(%(cost)s AS NUMERIC)",
+    )
+    # Sorted, so concurrent batches lock shared spend rows in the same order.
+    for (customer_id, window), cost in sorted(
+        costs.items(), key=lambda kv: (str(kv[0][0]), kv[0][1].start)
+    ):
+        cursor.execute(
+            spend,
+            {
+                "customer": customer_db_value(customer_id),
+                "window_start": adapt(window.start),
+                "window_end": adapt(window.end),
+                "cost": cost,
+                "cap": NO_CAP,
+            },
+        )
 
 
 def _batch_cursor() -> Any:

@@ -389,7 +389,7 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
             )
         )
     good = [item for item in items if isinstance(item, ledger.Item)]
-    outcomes, after = ledger.ingest(good)
+    outcomes, after = ledger.ingest(good, _capped_overage(good, entitlements))
     added: dict[tuple[Any, str, Window], int] = {}
     for item, (status, _) in zip(good, outcomes, strict=True):
         if status == "created":
@@ -418,6 +418,22 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
             result["errors"] = {"idempotencyKey": ["Used before with a different event."]}
         results.append(result)
     return results
+
+
+def _capped_overage(
+    items: list[ledger.Item], entitlements: dict[Any, Entitlement]
+) -> dict[tuple[Any, str, Window], tuple[int, Decimal]]:
+    """The batch's counters whose overage counts against their plan's spend cap: (quota,
+    price) per (customer, primitive, window)."""
+    capped = {}
+    for item in items:
+        entitlement = entitlements[item.customer_id]
+        if entitlement.spend_cap is None:
+            continue
+        quota = entitlement.quota(item.primitive, item.window)
+        if quota is not None and quota.billed and quota.price is not None:
+            capped[(item.customer_id, item.primitive, item.window)] = (quota.limit, quota.price)
+    return capped
 
 
 def _entitlements_of(customer_ids: set[Any]) -> dict[Any, Entitlement]:
