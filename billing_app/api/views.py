@@ -238,9 +238,11 @@ def _operation_errors(errors: Any) -> Any:
     for index, fields in items:
         if not isinstance(index, int):
             named[index] = fields  # about the whole body: not a list, too long
-            continue
-        for field, messages in (fields or {}).items():
-            named[f"operations.{index}.{field}"] = messages
+        elif isinstance(fields, list):
+            named[f"operations.{index}"] = fields  # about the whole operation: null
+        else:
+            for field, messages in (fields or {}).items():
+                named[f"operations.{index}.{field}"] = messages
     return named
 
 

@@ -200,6 +200,7 @@ def test_an_unknown_grantee_is_400_naming_the_operation_field(
         ({"type": "add", "granteeId": "g" * 256}, "operations.1.granteeId"),
         ({"type": "replace", "granteeId": "1"}, "operations.1.newGranteeId"),
         ("add 1", "operations.1.nonFieldErrors"),
+        (None, "operations.1"),
     ],
 )
 def test_a_malformed_operation_is_400_naming_its_field(api, subscription_id, bob, operation, field):
