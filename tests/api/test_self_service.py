@@ -499,6 +499,28 @@ def test_cancel_stripe_error_is_502_and_changes_nothing(me, pro, customer, strip
     assert state_of(customer) == before
 
 
+@pytest.mark.parametrize("path", ["/billing/cancel", "/billing/reactivate"])
+def test_a_change_stripe_refuses_is_409_and_changes_nothing(
+    me, pro, customer, stripe_stub, caplog, path
+):
+    """The subscription was canceled on Stripe while it is live here (the operator set it
+    active again, say): Stripe refuses to change it. A conflict with Stripe's state, not
+    a failing gateway."""
+    _, sub = subscribe_on_stripe(stripe_stub, customer, cancel_at_period_end=True)
+    stripe_stub.objects[sub["id"]]["status"] = "canceled"
+    before = state_of(customer)
+
+    response = me.post(path, {"when": "end"}, format="json")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "Stripe refused this for the subscription as Stripe holds it; "
+        "nothing was changed."
+    }
+    assert "canceled subscription" in caplog.text  # Stripe's words, for the log only
+    assert state_of(customer) == before
+
+
 def test_cancel_accepted_by_stripe_but_not_applied_is_202_until_the_sync(
     me, pro, customer, stripe_stub
 ):
