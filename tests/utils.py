@@ -103,6 +103,38 @@ def subscribe_on_stripe(
     return stripe_customer, sub
 
 
+def make_invoice(
+    stripe_stub: Any,
+    stripe_customer: dict[str, Any],
+    *,
+    created: int,
+    status: str = "paid",
+    total: int = 4900,
+) -> Any:
+    """An invoice of ``stripe_customer`` on the stand-in, synced as a webhook syncs it."""
+    invoice = stripe_stub.make(
+        "invoice",
+        customer=stripe_customer["id"],
+        created=created,
+        status=status,
+        total=total,
+        amount_paid=total if status == "paid" else 0,
+        currency="usd",
+        invoice_pdf=f"https://pay.stripe.com/invoice/{created}/pdf",
+        status_transitions={
+            "finalized_at": created,
+            "marked_uncollectible_at": None,
+            "paid_at": created + 60 if status == "paid" else None,
+            "voided_at": None,
+        },
+        lines={"object": "list", "data": [], "has_more": False, "url": "/v1/invoices/x/lines"},
+    )
+    # Read back from Stripe, not from the dict above.
+    from djstripe.models import Invoice
+
+    return Invoice.sync_from_stripe_data(Invoice(id=invoice["id"]).api_retrieve())
+
+
 def item_set(stripe_stub: Any, sub_id: str, **values: Any) -> dict[str, Any]:
     """Set fields of the subscription's item (``quantity``, period bounds, ``price``): the
     stand-in's ``set_price`` changes only the price."""

@@ -20,7 +20,8 @@ from ..periods import label
 from ..stripe import calls as stripe_calls
 from ..subscriptions.selectors import invoices_of, subscription_get
 from . import serializers as s
-from .views import BillingAPIView, Pagination, extend_schema, outside_transactions
+from .schema import PAGE_PARAMETERS, errors, extend_schema
+from .views import BillingAPIView, Pagination, outside_transactions
 
 
 class CustomerAPIView(BillingAPIView):
@@ -83,7 +84,7 @@ class InvoicePagination(Pagination):
 
 
 class InvoicesView(CustomerAPIView):
-    @extend_schema(responses=s.InvoiceListSerializer)
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=s.InvoiceListSerializer)
     def get(self, request: Request) -> Response:
         paginator = InvoicePagination()
         page = paginator.paginate_queryset(invoices_of(customer=self.customer), request, self)
@@ -92,7 +93,10 @@ class InvoicesView(CustomerAPIView):
 
 @outside_transactions
 class CheckoutView(CustomerAPIView):
-    @extend_schema(request=s.CheckoutInputSerializer, responses=s.RedirectSerializer)
+    @extend_schema(
+        request=s.CheckoutInputSerializer,
+        responses={200: s.RedirectSerializer, **errors(409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.CheckoutInputSerializer, request.data)
         return Response({"url": stripe_calls.checkout_create(customer=self.customer, **data)})
@@ -100,7 +104,10 @@ class CheckoutView(CustomerAPIView):
 
 @outside_transactions
 class PortalView(CustomerAPIView):
-    @extend_schema(request=s.PortalInputSerializer, responses=s.RedirectSerializer)
+    @extend_schema(
+        request=s.PortalInputSerializer,
+        responses={200: s.RedirectSerializer, **errors(409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.PortalInputSerializer, request.data)
         return Response({"url": stripe_calls.portal_create(customer=self.customer, **data)})
@@ -108,7 +115,10 @@ class PortalView(CustomerAPIView):
 
 @outside_transactions
 class CancelView(CustomerAPIView):
-    @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
+    @extend_schema(
+        request=s.CancelInputSerializer,
+        responses={200: s.CancelSerializer, **errors(202, 409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.CancelInputSerializer, request.data)
         subscription = stripe_calls.subscription_cancel(customer=self.customer, **data)
@@ -117,7 +127,9 @@ class CancelView(CustomerAPIView):
 
 @outside_transactions
 class ReactivateView(CustomerAPIView):
-    @extend_schema(request=None, responses=s.SelfSubscriptionSerializer)
+    @extend_schema(
+        request=None, responses={200: s.SelfSubscriptionSerializer, **errors(202, 409, 502)}
+    )
     def post(self, request: Request) -> Response:
         subscription = stripe_calls.subscription_reactivate(customer=self.customer)
         return Response(s.SelfSubscriptionSerializer(subscription).data)

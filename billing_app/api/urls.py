@@ -1,3 +1,5 @@
+from importlib.metadata import PackageNotFoundError, version
+
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -50,12 +52,27 @@ endpoints = [
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
 ]
 
-# The schema covers the app's endpoints only, not the host project's other views.
+
+def _version() -> str:
+    try:
+        return version("billing_app")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return ""
+
+
+# The schema covers the app's endpoints only, not the host project's other views. OpenAPI
+# 3.1: JSON Schema proper, which can say that the keys of an object are primitive slugs.
 schema = SpectacularAPIView.as_view(
     patterns=[
         path("v1/", include(endpoints)),
         path("billing/", include(self_service_urls.endpoints)),
-    ]
+    ],
+    custom_settings={
+        "OAS_VERSION": "3.1.0",
+        "TITLE": "billing_app",
+        "DESCRIPTION": "Operator API (`/v1/`) and customer self-service (`/billing/`).",
+        "VERSION": _version(),
+    },
 )
 
 urlpatterns = [

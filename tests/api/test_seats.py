@@ -216,8 +216,14 @@ def test_a_malformed_operation_is_400_naming_its_field(api, subscription_id, bob
 
 @pytest.mark.parametrize(
     "body",
-    [{"type": "add", "granteeId": "1"}, "add", None, [{"type": "add", "granteeId": "1"}] * 101],
-    ids=["an-object", "text", "null", "too-many"],
+    [
+        {"type": "add", "granteeId": "1"},
+        "add",
+        None,
+        [],
+        [{"type": "add", "granteeId": "1"}] * 101,
+    ],
+    ids=["an-object", "text", "null", "empty", "too-many"],
 )
 def test_a_body_that_is_not_a_list_of_operations_is_400(api, subscription_id, body):
     response = api.put(seats_url(subscription_id), body, format="json")

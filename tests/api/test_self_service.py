@@ -9,7 +9,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from djstripe.models import Customer, Invoice
+from djstripe.models import Customer
 from rest_framework.test import APIClient
 
 from billing_app.conf import customer_is_user
@@ -23,6 +23,7 @@ from ..factories import AccountKitFactory, CustomerFactory, PlanFactory, UserFac
 from ..utils import (
     expected,
     garble_next_answer,
+    make_invoice,
     refuse,
     state_of,
     stripe_customer_for,
@@ -181,28 +182,6 @@ def test_usage_is_the_customers_own(me, pro):
 
 
 # --- invoices ------------------------------------------------------------------------
-
-
-def make_invoice(stripe_stub, stripe_customer, *, created, status="paid", total=4900):
-    invoice = stripe_stub.make(
-        "invoice",
-        customer=stripe_customer["id"],
-        created=created,
-        status=status,
-        total=total,
-        amount_paid=total if status == "paid" else 0,
-        currency="usd",
-        invoice_pdf=f"https://pay.stripe.com/invoice/{created}/pdf",
-        status_transitions={
-            "finalized_at": created,
-            "marked_uncollectible_at": None,
-            "paid_at": created + 60 if status == "paid" else None,
-            "voided_at": None,
-        },
-        lines={"object": "list", "data": [], "has_more": False, "url": "/v1/invoices/x/lines"},
-    )
-    # Synced as a webhook would: read back from Stripe, not from the dict above.
-    return Invoice.sync_from_stripe_data(Invoice(id=invoice["id"]).api_retrieve())
 
 
 def test_invoices_newest_first_and_only_mine(me, pro, customer, stripe_stub):
