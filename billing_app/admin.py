@@ -171,8 +171,7 @@ class PlanAdmin(_ServiceSaveAdmin):
 
 class PeriodInline(admin.TabularInline):
     model = BillingPeriod
-    fields = ["start", "end", "plan", "source", "end_reason", "recorded"]
-    readonly_fields = fields
+    fields = readonly_fields = ("start", "end", "plan", "source", "end_reason", "recorded")
     extra = 0
     can_delete = False
     ordering = ["-start"]
@@ -187,8 +186,7 @@ class PeriodInline(admin.TabularInline):
 
 class SeatInline(admin.TabularInline):
     model = Seat
-    fields = ["grantee", "assigned_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("grantee", "assigned_at")
     extra = 0
     can_delete = False
 
@@ -349,7 +347,9 @@ class _KeyAdmin(APIKeyModelAdmin):
     def create(self, request: HttpRequest, obj: Any) -> tuple[Any, str]:
         raise NotImplementedError
 
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False
+    ) -> None:
         if change:
             obj.save()
             return
@@ -379,7 +379,7 @@ class OperatorKeyAdmin(_KeyAdmin):
 
 @admin.register(TenantToken)
 class TenantTokenAdmin(_KeyAdmin):
-    list_display = ["prefix", "name", "customer", "grantee", "created", "revoked"]
+    list_display = ("prefix", "name", "customer", "grantee", "created", "revoked")
     raw_id_fields = ["customer", "grantee"]
 
     def create(self, request: HttpRequest, obj: TenantToken) -> tuple[Any, str]:

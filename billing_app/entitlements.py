@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from .conf import billing_settings
+from .conf import billing_settings, customer_model
 from .models import (
     ENDED_STATUSES,
     AccountKit,
@@ -238,7 +238,7 @@ def entitlements_changed(*, customer_ids: Iterable[Any]) -> None:
     if not ids:
         return
     table = EntitlementVersion._meta.db_table
-    prep = EntitlementVersion._meta.pk.target_field.get_db_prep_value  # type: ignore[union-attr]
+    prep = customer_model()._meta.pk.get_db_prep_value  # the key column is the customer's
     rows = ", ".join(["(%s, 1)"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute(

@@ -19,7 +19,9 @@ from ..validation import MAX_INT, UNSET, check_count, check_primitive, full_clea
 def account_kit_get(*, ref: str | int) -> AccountKit:
     """A kit by id or by key, for arguments that accept either."""
     text = str(ref)
-    lookup = {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    lookup: dict[str, int | str] = (
+        {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    )
     try:
         return AccountKit.objects.get(**lookup)
     except (AccountKit.DoesNotExist, ValueError, OverflowError):
@@ -86,7 +88,9 @@ def plan_upsert(
         changes["stripe_meter_event"] = stripe_meter_event or ""
     if account_kit_id is not UNSET:
         changes["account_kit"] = (
-            None if account_kit_id in (None, "") else account_kit_get(ref=account_kit_id)
+            None
+            if account_kit_id is None or account_kit_id == ""
+            else account_kit_get(ref=account_kit_id)
         )
     if stripe_price_id is not UNSET:
         changes["stripe_price_id"] = stripe_price_id or ""
@@ -123,8 +127,9 @@ def plan_upsert(
         }
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
-    if features is not UNSET:
-        features = {_check_feature(feature) for feature in features}
+    wanted_features = (
+        None if features is UNSET else {_check_feature(feature) for feature in features}
+    )
     if overage is not UNSET:
         overage = {
             check_primitive("overage", primitive): _unit_price(primitive, price)
@@ -159,9 +164,10 @@ def plan_upsert(
             quota.overage = PlanQuota.Overage.BLOCK if price is None else PlanQuota.Overage.BILL
             quota.overage_unit_price = price
             quota.save(update_fields=["overage", "overage_unit_price"])
-    if features is not UNSET:
-        plan.features.exclude(feature__in=features).delete()
-        for feature in sorted(features - set(plan.features.values_list("feature", flat=True))):
+    if wanted_features is not None:
+        plan.features.exclude(feature__in=wanted_features).delete()
+        held = set(plan.features.values_list("feature", flat=True))
+        for feature in sorted(wanted_features - held):
             PlanFeature.objects.create(plan=plan, feature=feature)
     entitlements_changed_for_plan(plan=plan)
     return plan, created

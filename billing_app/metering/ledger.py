@@ -470,14 +470,18 @@ def ingest(
             ids = dict(zip(to_write, (row[0] for row in cursor.fetchall()), strict=True))
         after = _counters_add(cursor, [items[i] for i in to_write])
     results: list[tuple[str, int]] = []
-    first = {markers[i]: (ids[i], items[i].fingerprint) for i in to_write if markers[i]}
+    first = {
+        marker: (ids[i], items[i].fingerprint)
+        for i in to_write
+        if (marker := markers[i]) is not None
+    }
     unknown = {m for m in markers if m is not None and m not in first}
     first.update(_known_keys(unknown))
-    for index, item in enumerate(items):
-        if index in ids:
+    for index, (item, marker) in enumerate(zip(items, markers, strict=True)):
+        if marker is None or index in ids:  # an event without a key is always written
             results.append(("created", ids[index]))
         else:
-            event_id, first_fingerprint = first[markers[index]]
+            event_id, first_fingerprint = first[marker]
             same = first_fingerprint == item.fingerprint
             results.append(("duplicate" if same else "conflict", event_id))
     return results, after
@@ -582,9 +586,9 @@ def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Wi
     by_start = {(str(customer_db_value(c)), p, w.start): (c, p, w) for (c, p, w) in totals}
     after = {}
     for c, p, start, used in cursor.fetchall():
-        key = by_start.get((str(c), p, as_aware(start)))
-        if key is not None:
-            after[key] = used
+        counter = by_start.get((str(c), p, as_aware(start)))
+        if counter is not None:
+            after[counter] = used
     return after
 
 

@@ -94,16 +94,16 @@ def subscription_set(
     plan_changed = not starts and subscription.plan_id != plan.pk
 
     if starts:
-        start = started_at if started_at not in (UNSET, None) else ((given and given[0]) or at)
+        start = started_at if isinstance(started_at, datetime) else ((given and given[0]) or at)
         subscription.started_at = start
         subscription.billing_cycle_anchor = (
-            billing_cycle_anchor if billing_cycle_anchor not in (UNSET, None) else start
+            billing_cycle_anchor if isinstance(billing_cycle_anchor, datetime) else start
         )
         subscription.ended_at = None
         subscription.usage_reset_at = None
         subscription.cancel_at_period_end = False
         subscription.status_changed_at = at
-    elif billing_cycle_anchor not in (UNSET, None):
+    elif isinstance(billing_cycle_anchor, datetime):
         subscription.billing_cycle_anchor = billing_cycle_anchor
     if new_status != subscription.status:
         subscription.status_changed_at = at
@@ -411,8 +411,9 @@ def seats_manage(*, subscription_id: Any, operations: Iterable[Mapping[str, Any]
     """Salable's seat operations, all or nothing: ``{"type": "add", "granteeId"}``,
     ``{"type": "remove", "granteeId"}``, ``{"type": "replace", "granteeId",
     "newGranteeId"}``. Holding more grantees than seats is a Conflict."""
+    pk = _int_or_none(subscription_id)
     subscription = (
-        Subscription.objects.select_for_update().filter(pk=_int_or_none(subscription_id)).first()
+        None if pk is None else Subscription.objects.select_for_update().filter(pk=pk).first()
     )
     if subscription is None:
         raise NotFound(f"No subscription with id {subscription_id!r}.")
