@@ -1,5 +1,6 @@
-"""What every benchmark needs: a throwaway PostgreSQL, one migrate, gunicorn with 2 workers,
-and a load generator that runs in a separate process.
+"""What every benchmark needs: a throwaway PostgreSQL (durable, as production runs it), one
+migrate, gunicorn with 2 workers, and a load generator that runs in a separate process;
+for side_by_side.py also Redis and the CPU time of each server's processes.
 
 A benchmark script calls ``start()`` (PostgreSQL, environment, migrate, ``django.setup()``),
 creates its data with the app's services or SQL, then ``start_gunicorn()``, and for each
@@ -7,6 +8,10 @@ measurement ``spawn_load(__file__, spec)``: that runs the script again as
 ``script --load -`` with the spec as JSON on standard input, and its ``main`` hands the
 spec to ``load_child`` with a function building its requests. The child prints one JSON
 object, which ``spawn_load`` returns.
+
+What is missing is installed on first use: the ``bench`` extra of pyproject.toml into
+.venv, and the Debian packages postgresql (and, for side_by_side.py, wrk and redis-server)
+with apt-get, as root or through sudo.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import atexit
 import glob
 import http.client
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -25,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +42,65 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+PY_SPY = str(ROOT / ".venv" / "bin" / "py-spy")
 SETTINGS = "benchmarks.settings"
 WORKERS = 2
+# PostgreSQL as production runs it: every commit durable. Printed by side_by_side.py.
+POSTGRES_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "max_connections": "300",
+}
+
+
+# --- installing what is missing --------------------------------------------------------
+
+
+def ensure_debian_package(command: str, package: str) -> str:
+    """The path of ``command``, installing Debian's ``package`` first when it is missing
+    (apt-get, as root or through sudo, as scripts/test installs postgresql)."""
+    found = shutil.which(command)
+    if found:
+        return found
+    if os.geteuid() == 0:
+        sudo: list[str] = []
+    elif shutil.which("sudo"):
+        sudo = ["sudo"]
+    else:
+        sys.exit(
+            f"{command} is missing and neither root nor sudo can install it: "
+            f"install the Debian package {package} (apt-get install {package})."
+        )
+    print(f"Installing {package} (apt-get)...", flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        done = subprocess.run([*sudo, *step], env=environment, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(
+                f"Could not install {package} ({' '.join(step)} exited {done.returncode}):\n"
+                f"{done.stderr.strip()[-2000:]}\nInstall it by hand: apt-get install {package}"
+            )
+    found = shutil.which(command)
+    if not found:
+        sys.exit(f"{package} is installed but {command} is still not on PATH.")
+    return found
+
+
+def ensure_bench_extra() -> None:
+    """Install pyproject.toml's ``bench`` extra into .venv when part of it is missing."""
+    missing = [
+        name
+        for name in ("gunicorn", "redis", "psycopg", "environ")
+        if importlib.util.find_spec(name) is None
+    ]
+    if not missing and all(os.access(tool, os.X_OK) for tool in (GUNICORN, PY_SPY)):
+        return
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        requirements = tomllib.load(file)["project"]["optional-dependencies"]["bench"]
+    print(f"Installing the bench extra ({', '.join(requirements)})...", flush=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", *requirements], check=True)
+    importlib.invalidate_caches()
 
 
 # --- processes -------------------------------------------------------------------------
@@ -52,14 +117,35 @@ def as_pg(*args: str) -> list[str]:
 
 
 def pg_bin() -> str:
-    for directory in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if os.access(f"{directory}/initdb", os.X_OK):
-            return directory
+    for _ in range(2):
+        for directory in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+            if os.access(f"{directory}/initdb", os.X_OK):
+                return directory
+        # The binaries live outside PATH; pg_ctlcluster comes with the same install.
+        ensure_debian_package("pg_ctlcluster", "postgresql")
     sys.exit("PostgreSQL not found: install the Debian package postgresql (see scripts/test).")
 
 
-def start_postgres() -> str:
-    """A durability-off server in a temporary directory; returns its DATABASE_URL."""
+@dataclass
+class Postgres:
+    bindir: str
+    datadir: str
+    port: int
+
+    def pid(self) -> int:
+        """The postmaster's; its children are the backends and background processes."""
+        with open(f"{self.datadir}/postmaster.pid") as file:
+            return int(file.readline())
+
+
+POSTGRES: Postgres | None = None
+
+
+def start_postgres(*, durable: bool = True) -> str:
+    """A server in a temporary directory; returns its DATABASE_URL. ``durable`` (the
+    default): fsync, synchronous_commit and full_page_writes on, as production runs it;
+    off (as scripts/test does) only for a figure that must leave the disk out."""
+    global POSTGRES
     bindir = pg_bin()
     pgdir = tempfile.mkdtemp(prefix="billing-bench-pg.")
     if os.geteuid() == 0:
@@ -89,9 +175,11 @@ def start_postgres() -> str:
         check=True,
         capture_output=True,
     )
-    options = (
-        f"-h 127.0.0.1 -p {port} -k {pgdir} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=300"
+    settings = dict(POSTGRES_SETTINGS)
+    if not durable:
+        settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+    options = f"-h 127.0.0.1 -p {port} -k {pgdir} " + " ".join(
+        f"-c {name}={value}" for name, value in settings.items()
     )
     subprocess.run(
         as_pg(
@@ -114,22 +202,29 @@ def start_postgres() -> str:
         ),
         check=True,
     )
+    POSTGRES = Postgres(bindir, f"{pgdir}/data", port)
     return f"postgres://postgres@127.0.0.1:{port}/billing"
 
 
-def start(*, count_queries: bool = False) -> None:
+def start(
+    *, count_queries: bool = False, durable: bool = True, redis_url: str | None = None
+) -> None:
     """PostgreSQL, the environment gunicorn inherits, one migrate, then ``django.setup()``
     in this process so the script can create its data. With ``count_queries`` the served
-    responses carry ``X-Bench-Queries`` (benchmarks/middleware.py)."""
+    responses carry ``X-Bench-Queries`` (benchmarks/middleware.py); with ``redis_url``
+    Django's cache is that Redis (benchmarks/settings.py), else a per-process LocMemCache."""
+    ensure_bench_extra()
     os.chdir(ROOT)
     # The code beside this file, also when it is a copy of the repository (an editable
     # install of billing_app would otherwise point the subprocesses at the original).
     os.environ["PYTHONPATH"] = str(ROOT)
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
-    os.environ["DATABASE_URL"] = start_postgres()
+    os.environ["DATABASE_URL"] = start_postgres(durable=durable)
     os.environ["DEBUG"] = "False"
     if count_queries:
         os.environ["BENCH_COUNT_QUERIES"] = "1"
+    if redis_url:
+        os.environ["BENCH_REDIS_URL"] = redis_url
     print("Migrating (dj-stripe takes about a minute)...", flush=True)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
     import django
@@ -144,15 +239,22 @@ def close_connections() -> None:
     connections.close_all()
 
 
-def start_gunicorn() -> int:
-    """gunicorn with ``WORKERS`` sync workers on a free port; returns the port."""
+GUNICORN_PID: int | None = None  # the arbiter's; the workers are its children
+
+
+def start_gunicorn(*, workers: int = WORKERS, worker_class: str = "sync") -> int:
+    """gunicorn with ``workers`` workers (sync by default: one request at a time each, and
+    the connection closed after every response) on a free port; returns the port."""
+    global GUNICORN_PID
     close_connections()
     port = free_port()
     server = subprocess.Popen(
         [
             GUNICORN,
             "-w",
-            str(WORKERS),
+            str(workers),
+            "-k",
+            worker_class,
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -162,6 +264,7 @@ def start_gunicorn() -> int:
         cwd=ROOT,
         start_new_session=True,
     )
+    GUNICORN_PID = server.pid
 
     def stop() -> None:
         if server.poll() is None:
@@ -179,6 +282,109 @@ def start_gunicorn() -> int:
         except OSError:
             time.sleep(0.1)
     sys.exit("gunicorn did not start")
+
+
+REDIS_PID: int | None = None
+
+
+def start_redis() -> str:
+    """Debian's redis-server on a free loopback port in a temporary directory, with no
+    persistence (a cache); stopped at exit. Returns its URL."""
+    global REDIS_PID
+    binary = ensure_debian_package("redis-server", "redis-server")
+    directory = tempfile.mkdtemp(prefix="billing-bench-redis.")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            f"{directory}/log",
+        ],
+        start_new_session=True,
+    )
+    REDIS_PID = server.pid
+
+    def stop() -> None:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(stop)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit("redis-server did not start")
+
+
+# --- CPU time of the servers' processes ------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, own CPU ticks, CPU ticks of its reaped children), from
+    /proc/<pid>/stat: utime + stime, and cutime + cstime."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as file:
+                text = file.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        table[int(name)] = (
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+            int(fields[13]) + int(fields[14]),
+        )
+    return table
+
+
+def tree_cpu(table: dict[int, tuple[int, int, int]], pid: int, *, own: bool = True) -> float:
+    """CPU seconds of ``pid``'s children (living, plus those it has reaped) and, with
+    ``own``, of ``pid`` itself. A child that exits between two readings still counts in
+    full: its time moves into the parent's reaped ticks."""
+    if pid not in table:
+        return 0.0
+    _, own_ticks, reaped = table[pid]
+    ticks = reaped + (own_ticks if own else 0)
+    for parent, child_ticks, child_reaped in table.values():
+        if parent == pid:
+            ticks += child_ticks + child_reaped
+    return ticks / CLOCK_TICKS
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as file:
+        values = [int(v) for v in file.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
 def sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -38,15 +38,17 @@ PRIMITIVE = "seo"
 
 def prepare_database(tenants: int, quota: int) -> dict[str, Any]:
     """Tokens of the hot tenant, the spread tenants and the capped tenant, and their ids."""
-    from billing_app import services
+    from billing_app.catalog import services as catalog
+    from billing_app.customers import services as customers
+    from billing_app.subscriptions import services as subscriptions
 
-    services.plan_upsert(key="bench", name="Benchmark", quotas={PRIMITIVE: 10**15})
-    services.plan_upsert(key="capped", name="Capped", quotas={PRIMITIVE: quota})
+    catalog.plan_upsert(key="bench", name="Benchmark", quotas={PRIMITIVE: 10**15})
+    catalog.plan_upsert(key="capped", name="Capped", quotas={PRIMITIVE: quota})
 
     def tenant(email: str, plan: str) -> tuple[int, str]:
-        user = services.tenant_create(email=email)
-        services.subscription_set(user=user, plan_key=plan, status="active")
-        _, token = services.tenant_token_issue(user=user, name="bench")
+        user = customers.customer_create(email=email)
+        subscriptions.subscription_set(customer=user, plan_key=plan, status="active")
+        _, token = customers.tenant_token_issue(customer=user, name="bench")
         return user.pk, token
 
     began = time.monotonic()
@@ -76,25 +78,28 @@ def requests(spec: dict[str, Any]) -> tuple[harness.RequestFor, None]:
     return (lambda i, n: built[(n * connections + i) % len(built)]), None
 
 
-def database_state(user_ids: list[int]) -> dict[str, int]:
-    """Sums over ``user_ids``: counters, events, and counters that differ from their
+def database_state(customer_ids: list[int]) -> dict[str, int]:
+    """Sums over ``customer_ids``: counters, events, and counters that differ from their
     events' sum."""
     from billing_app.models import UsageCounter, UsageEvent
 
     events, counters = UsageEvent._meta.db_table, UsageCounter._meta.db_table
     used = harness.sql(
-        f"SELECT COALESCE(SUM(used), 0) FROM {counters} WHERE user_id = ANY(%s)", [user_ids]
+        f"SELECT COALESCE(SUM(used), 0) FROM {counters} WHERE customer_id = ANY(%s)", [customer_ids]
     )[0][0]
     quantity = harness.sql(
-        f"SELECT COALESCE(SUM(quantity), 0) FROM {events} WHERE user_id = ANY(%s)", [user_ids]
+        f"SELECT COALESCE(SUM(quantity), 0) FROM {events} WHERE customer_id = ANY(%s)",
+        [customer_ids],
     )[0][0]
     mismatched = harness.sql(
-        f"SELECT COUNT(*) FROM {counters} c FULL JOIN (SELECT user_id, primitive,"
-        f" window_start, SUM(quantity) AS total FROM {events} WHERE user_id = ANY(%s)"
-        " GROUP BY user_id, primitive, window_start) e"
-        " ON (c.user_id, c.primitive, c.window_start) = (e.user_id, e.primitive, e.window_start)"
-        " WHERE (c.user_id = ANY(%s) OR c.user_id IS NULL) AND c.used IS DISTINCT FROM e.total",
-        [user_ids, user_ids],
+        f"SELECT COUNT(*) FROM {counters} c FULL JOIN (SELECT customer_id, primitive,"
+        f" window_start, SUM(quantity) AS total FROM {events} WHERE customer_id = ANY(%s)"
+        " GROUP BY customer_id, primitive, window_start) e"
+        " ON (c.customer_id, c.primitive, c.window_start)"
+        " = (e.customer_id, e.primitive, e.window_start)"
+        " WHERE (c.customer_id = ANY(%s) OR c.customer_id IS NULL)"
+        " AND c.used IS DISTINCT FROM e.total",
+        [customer_ids, customer_ids],
     )[0][0]
     return {"used": int(used), "events": int(quantity), "mismatched": int(mismatched)}
 

@@ -33,15 +33,17 @@ PATH = "/v1/usage/events"
 
 def prepare_database(tenants: int) -> tuple[str, list[int]]:
     """An operator key and ``tenants`` tenants on a plan with huge quotas."""
-    from billing_app import services
+    from billing_app.catalog import services as catalog
+    from billing_app.customers import services as customers
+    from billing_app.subscriptions import services as subscriptions
 
     huge = 10**15
-    services.plan_upsert(key="bench", name="Benchmark", quotas=dict.fromkeys(PRIMITIVES, huge))
-    _, key = services.operator_key_create(name="bench")
+    catalog.plan_upsert(key="bench", name="Benchmark", quotas=dict.fromkeys(PRIMITIVES, huge))
+    _, key = customers.operator_key_create(name="bench")
     ids = []
     for number in range(tenants):
-        tenant = services.tenant_create(email=f"tenant{number}@example.com")
-        services.subscription_set(user=tenant, plan_key="bench", status="active")
+        tenant = customers.customer_create(email=f"tenant{number}@example.com")
+        subscriptions.subscription_set(customer=tenant, plan_key="bench", status="active")
         ids.append(tenant.pk)
     return key, ids
 
@@ -92,10 +94,11 @@ def database_state() -> dict[str, int]:
     count, quantity = harness.sql(f"SELECT COUNT(*), COALESCE(SUM(quantity), 0) FROM {events}")[0]
     used = harness.sql(f"SELECT COALESCE(SUM(used), 0) FROM {counters}")[0][0]
     mismatched = harness.sql(
-        f"SELECT COUNT(*) FROM {counters} c FULL JOIN (SELECT user_id, primitive,"
+        f"SELECT COUNT(*) FROM {counters} c FULL JOIN (SELECT customer_id, primitive,"
         f" window_start, SUM(quantity) AS total FROM {events}"
-        " GROUP BY user_id, primitive, window_start) e"
-        " ON (c.user_id, c.primitive, c.window_start) = (e.user_id, e.primitive, e.window_start)"
+        " GROUP BY customer_id, primitive, window_start) e"
+        " ON (c.customer_id, c.primitive, c.window_start)"
+        " = (e.customer_id, e.primitive, e.window_start)"
         " WHERE c.used IS DISTINCT FROM e.total"
     )[0][0]
     return {

@@ -28,13 +28,15 @@ TARGET = 0.8  # metered >= TARGET x floor
 
 def prepare_database() -> str:
     """A tenant on a plan with huge quotas; returns the tenant token."""
-    from billing_app import services
+    from billing_app.catalog import services as catalog
+    from billing_app.customers import services as customers
+    from billing_app.subscriptions import services as subscriptions
 
     huge = 10**15
-    services.plan_upsert(key="bench", name="Benchmark", quotas={"seo": huge, "aeo": huge})
-    tenant = services.tenant_create(email="bench@example.com")
-    services.subscription_set(user=tenant, plan_key="bench", status="active")
-    _, key = services.tenant_token_issue(user=tenant, name="bench")
+    catalog.plan_upsert(key="bench", name="Benchmark", quotas={"seo": huge, "aeo": huge})
+    tenant = customers.customer_create(email="bench@example.com")
+    subscriptions.subscription_set(customer=tenant, plan_key="bench", status="active")
+    _, key = customers.tenant_token_issue(customer=tenant, name="bench")
     return key
 
 

@@ -32,28 +32,31 @@ def prepare_database(sizes: dict[str, int]) -> tuple[str, dict[str, int]]:
     from django.db import transaction
     from django.utils import timezone
 
-    from billing_app import selectors, services
+    from billing_app.catalog import services as catalog
+    from billing_app.customers import services as customers
+    from billing_app.entitlements import entitlement_for
     from billing_app.models import UsageCounter, UsageEvent
+    from billing_app.subscriptions import services as subscriptions
 
-    services.plan_upsert(key="bench", name="Benchmark", quotas=dict.fromkeys(PRIMITIVES, 10**15))
-    _, operator_key = services.operator_key_create(name="bench")
+    catalog.plan_upsert(key="bench", name="Benchmark", quotas=dict.fromkeys(PRIMITIVES, 10**15))
+    _, operator_key = customers.operator_key_create(name="bench")
     events, counters = UsageEvent._meta.db_table, UsageCounter._meta.db_table
     tenants = {}
     for name, count in sizes.items():
-        tenant = services.tenant_create(email=f"{name}@example.com")
-        subscription = services.subscription_set(user=tenant, plan_key="bench", status="active")
+        tenant = customers.customer_create(email=f"{name}@example.com")
+        subscriptions.subscription_set(customer=tenant, plan_key="bench", status="active")
         now = timezone.now()
-        window = selectors.quota_window(subscription=subscription, at=now)
+        window = entitlement_for(customer_id=tenant.pk, fresh=True).window(now)
         began = time.monotonic()
         with transaction.atomic():
             # Events spread evenly from the window's start to now, round-robin over the
             # primitives; then each counter set to its events' sum.
             harness.sql(
-                f"INSERT INTO {events} (user_id, primitive, quantity, occurred_at,"
-                " recorded_at, window_start, idempotency_key, fingerprint)"
+                f"INSERT INTO {events} (customer_id, primitive, quantity, occurred_at,"
+                " recorded_at, window_start, idempotency_key)"
                 " SELECT %s, (%s::text[])[1 + g %% %s], 1,"
                 " %s::timestamptz + (%s::timestamptz - %s::timestamptz) * (g::float8 / %s),"
-                " %s, %s, '', '' FROM generate_series(0, %s - 1) AS g",
+                " %s, %s, '' FROM generate_series(0, %s - 1) AS g",
                 [
                     tenant.pk,
                     PRIMITIVES,
@@ -68,19 +71,19 @@ def prepare_database(sizes: dict[str, int]) -> tuple[str, dict[str, int]]:
                 ],
             )
             harness.sql(
-                f"INSERT INTO {counters} (user_id, primitive, window_start, window_end, used)"
-                f" SELECT user_id, primitive, window_start, %s, SUM(quantity) FROM {events}"
-                " WHERE user_id = %s AND window_start = %s GROUP BY user_id, primitive,"
+                f"INSERT INTO {counters} (customer_id, primitive, window_start, window_end, used)"
+                f" SELECT customer_id, primitive, window_start, %s, SUM(quantity) FROM {events}"
+                " WHERE customer_id = %s AND window_start = %s GROUP BY customer_id, primitive,"
                 " window_start",
                 [window.end, tenant.pk, window.start],
             )
         in_window = harness.sql(
-            f"SELECT COUNT(*), SUM(quantity) FROM {events} WHERE user_id = %s"
+            f"SELECT COUNT(*), SUM(quantity) FROM {events} WHERE customer_id = %s"
             " AND occurred_at >= %s AND occurred_at < %s",
             [tenant.pk, window.start, window.end],
         )[0]
         counted = harness.sql(
-            f"SELECT SUM(used) FROM {counters} WHERE user_id = %s AND window_start = %s",
+            f"SELECT SUM(used) FROM {counters} WHERE customer_id = %s AND window_start = %s",
             [tenant.pk, window.start],
         )[0][0]
         assert in_window == (count, count) and counted == count, (in_window, counted)

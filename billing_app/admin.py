@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
@@ -30,6 +34,7 @@ from .models import (
     PlanFeature,
     PlanQuota,
     Problem,
+    QuotaGrant,
     Seat,
     Subscription,
     TenantToken,
@@ -210,6 +215,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "stripe_customer_id",
         "stripe_subscription_id",
         "usage",
+        "quota_grants",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
@@ -217,6 +223,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     ]
     readonly_fields = [
         "usage",
+        "quota_grants",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
@@ -224,6 +231,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     ]
     inlines = [PeriodInline, SeatInline]
     actions = ["change_plan"]
+    change_form_template = "admin/billing_app/subscription/change_form.html"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # One subscription per customer: moving one to another customer is not an edit.
@@ -257,34 +265,130 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         rollup = usage_rollup(customer_id=obj.customer_id)
+        rows: list[tuple[Any, ...]] = []
+        for primitive in rollup.primitives():
+            used, limit = rollup.usage.get(primitive, 0), rollup.quotas.get(primitive)
+            percent = _percent(used, limit)
+            color = "#ba2121" if percent >= 100 else "#417690"
+            if limit is None:
+                rows.append((primitive, used, "unlimited", percent, percent, color, "unlimited"))
+            else:
+                left = f"{max(0, limit - used)} left"
+                rows.append((primitive, used, limit, percent, percent, color, left))
         bars = format_html_join(
             "",
             '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
-            'background:#ddd" role="img" aria-label="{}% used"><div style="width:{}%;'
-            'height:10px;background:{}"></div></div></td></tr>',
-            (
-                (
-                    primitive,
-                    rollup.usage.get(primitive, 0),
-                    rollup.quotas.get(primitive, "unlimited"),
-                    percent,
-                    percent,
-                    "#ba2121" if percent >= 100 else "#417690",
-                )
-                for primitive in rollup.primitives()
-                for percent in [
-                    _percent(rollup.usage.get(primitive, 0), rollup.quotas.get(primitive))
-                ]
-            ),
+            'background:#ddd;border:1px solid #999" role="img" aria-label="{}% used">'
+            '<div style="width:{}%;height:10px;background:{}"></div></div></td><td>{}</td></tr>',
+            rows,
         )
         return format_html(
-            "<p>Plan in force: {} ({}). Window {} to {}; resets {}.</p><table>{}</table>",
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>"
+            "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
+            "<th>left</th></tr></thead><tbody>{}</tbody></table>",
             rollup.plan or "none",
             rollup.status or "no subscription",
             _when(rollup.window.start),
             _when(rollup.window.end),
             _when(rollup.window.end),
             bars,
+        )
+
+    @admin.display(description="one-off quota grants")
+    def quota_grants(self, obj: Subscription) -> str:
+        if obj.pk is None:
+            return "-"
+        grants = QuotaGrant.objects.filter(customer_id=obj.customer_id).select_related(
+            "granted_by"
+        )[:GRANTS_SHOWN]
+        if not grants:
+            return "None."
+        return format_html(
+            "<table><thead><tr><th>granted</th><th>by</th><th>primitive</th><th>amount</th>"
+            "<th>window</th><th>reason</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>+{}</td><td>{} to {}</td>"
+                "<td>{}</td></tr>",
+                (
+                    (
+                        _when(grant.granted_at),
+                        grant.granted_by or "-",
+                        grant.primitive,
+                        grant.amount,
+                        _when(grant.window_start),
+                        _when(grant.window_end),
+                        grant.reason,
+                    )
+                    for grant in grants
+                ),
+            ),
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_grant": _can_grant(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        grant = path(
+            "<path:object_id>/grant/",
+            self.admin_site.admin_view(self.grant_view),
+            name="billing_app_subscription_grant",
+        )
+        return [grant, *super().get_urls()]
+
+    def grant_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A one-off increase of the customer's quota for its current window, through
+        ``customers.services.quota_grant``, recorded with who granted it and why."""
+        subscription = self.get_object(request, unquote(object_id))
+        if subscription is None:
+            raise Http404("No such subscription.")
+        if not _can_grant(request):
+            raise PermissionDenied
+        customer = subscription.customer
+        rollup = usage_rollup(customer_id=customer.pk)
+        form = QuotaGrantForm(request.POST or None, primitives=sorted(rollup.quotas))
+        if request.method == "POST" and form.is_valid():
+            try:
+                grant = customers.quota_grant(
+                    customer=customer,
+                    primitive=form.cleaned_data["primitive"],
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    granted_by=request.user,
+                )
+            except InvalidInput as error:
+                for field, errors in error.fields.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                self.message_user(
+                    request,
+                    f"{customer}: +{grant.amount} {grant.primitive} until "
+                    f"{_when(grant.window_end)}.",
+                    messages.SUCCESS,
+                )
+                change = reverse("admin:billing_app_subscription_change", args=[subscription.pk])
+                return HttpResponseRedirect(change)
+        return TemplateResponse(
+            request,
+            "admin/billing_app/quota_grant.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Grant a one-off quota increase",
+                "subtitle": str(customer),
+                "opts": self.opts,
+                "original": subscription,
+                "form": form,
+                "rollup": rollup,
+                "window_end": _when(rollup.window.end),
+                "usage": self.usage(subscription),
+            },
         )
 
     @admin.action(description="Change plan (on Stripe first when Stripe-backed)")
@@ -313,6 +417,24 @@ class SubscriptionAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{subscription.customer}: {error}", messages.ERROR)
         self.message_user(request, f"{changed} subscription(s) moved.")
         return None
+
+
+GRANT = "billing_app.add_quotagrant"
+GRANTS_SHOWN = 20
+
+
+def _can_grant(request: HttpRequest) -> bool:
+    return request.user.has_perm(GRANT)
+
+
+class QuotaGrantForm(forms.Form):
+    primitive = forms.ChoiceField(help_text="Only primitives with a quota can be raised.")
+    amount = forms.IntegerField(min_value=1, help_text="Extra units, for the current window.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Say why.")
+
+    def __init__(self, *args: Any, primitives: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["primitive"].choices = [(p, p) for p in primitives]  # type: ignore[attr-defined]
 
 
 def _percent(used: int, limit: int | None) -> int:
@@ -436,6 +558,26 @@ class UsageRecordAdmin(_ReadOnlyAdmin):
     date_hierarchy = "closed_at"
 
 
+@admin.register(QuotaGrant)
+class QuotaGrantAdmin(_ReadOnlyAdmin):
+    """One-off quota increases: granted on a subscription's page, never edited."""
+
+    list_display = [
+        "granted_at",
+        "customer",
+        "primitive",
+        "amount",
+        "window_start",
+        "window_end",
+        "granted_by",
+        "reason",
+    ]
+    list_filter = ["primitive"]
+    list_select_related = ["customer", "granted_by"]
+    search_fields = ["reason"]
+    date_hierarchy = "granted_at"
+
+
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(_ReadOnlyAdmin):
     """What billing_app owes other systems, and whether it got there."""
@@ -463,7 +605,8 @@ class ProblemAdmin(_ReadOnlyAdmin):
     actions = ["retry"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return True  # dismiss a problem that needs no fix
+        # Dismiss a problem that needs no fix: with the delete permission, as Django asks.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
 
     @admin.action(description="Retry: re-read from Stripe and apply")
     def retry(self, request: HttpRequest, queryset: QuerySet[Problem]) -> None:
@@ -480,3 +623,59 @@ class ProblemAdmin(_ReadOnlyAdmin):
             except BillingError as error:
                 self.message_user(request, f"{problem.subject}: {error}", messages.ERROR)
         self.message_user(request, f"{applied} of {len(queryset)} applied.")
+
+
+# The admin index: billing first, in groups an operator looks for. The host's site is
+# left as it is; its own apps follow, as Django orders them.
+
+ADMIN_GROUPS = [
+    ("Catalog", ["plan", "accountkit"]),
+    ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
+    ("Usage & records", ["usagecounter", "usageevent", "billingperiod", "usagerecord"]),
+    ("Operations", ["outboxmessage", "problem", "operatorkey", "tenanttoken"]),
+]
+_ORDER = {name: index for index, (_, names) in enumerate(ADMIN_GROUPS) for name in names}
+
+
+def billing_first(get_app_list: Any) -> Any:
+    """Wrap an admin site's ``get_app_list``: billing_app's models come first, in
+    ``ADMIN_GROUPS`` on the index and in the sidebar, and in that order on the app's own
+    page (one section there, so its title and breadcrumbs stay "Billing")."""
+
+    def get_app_list_billing_first(request: HttpRequest, app_label: str | None = None) -> Any:
+        app_list = get_app_list(request, app_label)
+        ours = [app for app in app_list if app["app_label"] == "billing_app"]
+        if not ours:
+            return app_list
+        (app,) = ours
+        models = sorted(app["models"], key=_position)
+        if app_label is not None:
+            return [{**app, "models": models}]
+        groups = []
+        for index, (title, _) in enumerate(ADMIN_GROUPS):
+            shown = [m for m in models if _group(m) == index]
+            if shown:
+                groups.append({**app, "name": f"{app['name']}: {title}", "models": shown})
+        return groups + [other for other in app_list if other is not app]
+
+    get_app_list_billing_first.billing_first = True  # type: ignore[attr-defined]
+    return get_app_list_billing_first
+
+
+def _model_name(model: dict[str, Any]) -> str:
+    return str(model["model"]._meta.model_name)
+
+
+def _group(model: dict[str, Any]) -> int:
+    """Its group's index; a model no group names goes with the operations."""
+    return _ORDER.get(_model_name(model), len(ADMIN_GROUPS) - 1)
+
+
+def _position(model: dict[str, Any]) -> tuple[int, int]:
+    name, group = _model_name(model), _group(model)
+    names = ADMIN_GROUPS[group][1]
+    return group, names.index(name) if name in names else len(names)
+
+
+if not getattr(admin.site.get_app_list, "billing_first", False):
+    admin.site.get_app_list = billing_first(admin.site.get_app_list)  # type: ignore[method-assign]

@@ -7,9 +7,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
+from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import billing_settings, customer_model_label
+from .decorators import MIDDLEWARE
 from .periods import PERIODS
 
 
@@ -61,7 +63,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     errors.extend(_customer_model_errors())
-    for app in ("rest_framework", "rest_framework_api_key", "djstripe"):
+    for app in ("rest_framework", "rest_framework_api_key", "drf_spectacular_sidecar", "djstripe"):
         if app not in settings.INSTALLED_APPS:
             errors.append(
                 Error(
@@ -70,7 +72,48 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="billing_app.E005",
                 )
             )
+    if getattr(settings, "DJSTRIPE_FOREIGN_KEY_TO_FIELD", None) != "id":
+        errors.append(
+            Error(
+                'billing_app needs DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id".',
+                hint="Set it in settings before the first migrate: billing_app finds Stripe "
+                "objects by their Stripe ids.",
+                id="billing_app.E009",
+            )
+        )
     return errors
+
+
+@register(Tags.urls)
+def check_metered_views(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``@metered`` views are enforced by the middleware: without it they would answer 500
+    at their first request, so say so at startup instead."""
+    if MIDDLEWARE in settings.MIDDLEWARE:
+        return []
+    try:
+        views = list(_metered_views(get_resolver().url_patterns))
+    except Exception:  # Django's own URL checks report a broken URLconf.
+        return []
+    if not views:
+        return []
+    return [
+        Error(
+            f"{MIDDLEWARE} is not in MIDDLEWARE, but {len(views)} view(s) are @metered: "
+            f"{', '.join(sorted(views)[:3])}{', ...' if len(views) > 3 else '.'}",
+            hint=f'Add "{MIDDLEWARE}" to MIDDLEWARE, after AuthenticationMiddleware.',
+            id="billing_app.E010",
+        )
+    ]
+
+
+def _metered_views(patterns: list[Any], prefix: str = "") -> Any:
+    """The routes (``"demo/seo/"``) of the ``@metered`` views among ``patterns``."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            yield from _metered_views(pattern.url_patterns, route)
+        elif isinstance(pattern, URLPattern) and hasattr(pattern.callback, "billing_metered"):
+            yield route
 
 
 def _customer_model_errors() -> list[Error]:
@@ -98,3 +141,32 @@ def _customer_model_errors() -> list[Error]:
             )
         ]
     return []
+
+
+REQUEST_PROCESSOR = "django.template.context_processors.request"
+
+
+@register(Tags.templates)
+def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The {% feature %} and {% usage %} tags find the customer through the request."""
+    engines = [
+        engine
+        for engine in settings.TEMPLATES
+        if engine.get("BACKEND") == "django.template.backends.django.DjangoTemplates"
+    ]
+    if not engines or any(REQUEST_PROCESSOR in _processors(engine) for engine in engines):
+        return []
+    return [
+        Warning(
+            f"No DjangoTemplates engine has {REQUEST_PROCESSOR!r} in its context_processors.",
+            hint="billing_app's {% feature %} and {% usage %} tags read the customer from "
+            "the request: add it (the admin needs it too), or name the customer with "
+            "'for customer' in every tag.",
+            id="billing_app.W001",
+        )
+    ]
+
+
+def _processors(engine: dict[str, Any]) -> list[str]:
+    options: dict[str, Any] = engine.get("OPTIONS") or {}
+    return list(options.get("context_processors", []))

@@ -19,10 +19,12 @@ from .catalog import services as catalog
 from .customers import selectors as customers_selectors
 from .customers import services as customers
 from .entitlements import Entitlement, entitlement_for
+from .metering import credits
 from .metering import services as metering
+from .metering.credits import Projection
 from .metering.ledger import Reservation
 from .metering.selectors import UsageRollup, usage_rollup
-from .models import AccountKit, Plan, Subscription
+from .models import AccountKit, CreditGrant, Plan, Subscription
 from .subscriptions import licenses
 from .subscriptions import selectors as subscriptions_selectors
 from .subscriptions import services as subscriptions
@@ -73,6 +75,17 @@ class CustomerBilling:
         """Record usage that happened (as ``POST .../billing/usage`` does)."""
         return metering.usage_record(
             customer_id=self.customer.pk, primitive=primitive, quantity=quantity, **fields
+        )
+
+    def credits(self) -> Projection:
+        """The credit balance and the grants, as the next draw would find them."""
+        return credits.credits_state(customer_id=self.customer.pk)
+
+    def grant_credits(self, amount: int, *, reason: str, **fields: Any) -> CreditGrant:
+        """Give credits (``source`` "manual" by default; a reason is required)."""
+        fields.setdefault("source", "manual")
+        return credits.credits_grant(
+            customer_id=self.customer.pk, amount=amount, reason=reason, **fields
         )
 
     def assign_kit(self, kit_key: str | None) -> None:

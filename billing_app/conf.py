@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "CHANGE_PLAN_USAGE": "carry",
     # Fractions of a quota that send usage_threshold_crossed (and the webhook) once a window.
     "USAGE_ALERT_THRESHOLDS": (0.8, 1.0),
+    # Fractions of the credits granted that send credit_balance_low (and the webhook) when
+    # a draw takes the balance down to them.
+    "CREDIT_ALERT_THRESHOLDS": (0.2, 0.0),
     # The operator's endpoint for outbound webhooks (usage.threshold_crossed,
     # subscription.updated, cycle.closed), signed with WEBHOOK_SECRET; None sends none.
     "WEBHOOK_URL": None,

@@ -25,9 +25,11 @@ from django.db import connection
 from django.utils import timezone
 
 from .conf import billing_settings, customer_model
+from .exceptions import BillingImproperlyConfigured
 from .models import (
     ENDED_STATUSES,
     AccountKit,
+    CreditBalance,
     EntitlementVersion,
     KitAssignment,
     Plan,
@@ -75,15 +77,27 @@ class Entitlement:
     grace_until: datetime | None = None
     # One-off increases an operator granted: (primitive, window start) -> extra units.
     grants: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
+    # What one unit of a primitive costs in credits; a primitive not here draws none.
+    credit_costs: Mapping[str, int] = field(default_factory=dict)
+    # The credits the active grants gave, and since when (for low-balance alerts).
+    credits_granted: int = 0
+    credits_granted_since: datetime | None = None
+    _windows: dict[str, Window] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def window(self, at: datetime) -> Window:
-        return window_for(
+        # Every call asks for the window of now: the last one answered holds until its end.
+        last = self._windows.get(billing_settings.TIME_ZONE)
+        if last is not None and last.start <= at < last.end:
+            return last
+        window = window_for(
             self.period,
             at,
             anchor=self.anchor,
             tz=billing_settings.TIME_ZONE,
             restart=self.restart,
         )
+        self._windows[billing_settings.TIME_ZONE] = window
+        return window
 
     def quota(self, primitive: str, window: Window) -> Quota | None:
         """The primitive's quota in ``window`` (grants included); None when unlimited."""
@@ -117,8 +131,10 @@ class Entitlement:
             return f"The subscription has been past due since before {self.grace_until:%Y-%m-%d}."
         return self.inactive
 
-    def has_feature(self, feature: str) -> bool:
-        return self.inactive is None and feature in self.features
+    def has_feature(self, feature: str, at: datetime | None = None) -> bool:
+        """Whether the plan in force grants ``feature`` at ``at`` (now): not once the
+        subscription is unusable, as calls are not (a past_due one after its grace)."""
+        return self.inactive_reason(at or timezone.now()) is None and feature in self.features
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -141,6 +157,16 @@ def entitlement_for(*, customer_id: Any, fresh: bool = False) -> Entitlement:
     return entitlement
 
 
+def entitlement_current(*, customer_id: Any) -> Entitlement:
+    """The customer's entitlement as the database has it now: the cached one when its
+    version is still the current one (an indexed read), else rebuilt. For decisions that
+    no reservation statement checks again, such as whether a feature is granted."""
+    entitlement = entitlement_for(customer_id=customer_id)
+    if entitlement_is_current(entitlement):
+        return entitlement
+    return entitlement_for(customer_id=customer_id, fresh=True)
+
+
 def entitlement_is_current(entitlement: Entitlement) -> bool:
     return version_of(entitlement.customer_id) == entitlement.version
 
@@ -155,9 +181,19 @@ def version_of(customer_id: Any) -> int:
 
 
 def entitlement_build(*, customer_id: Any) -> Entitlement:
-    """Build from the database. The version is read first: a change that commits while
-    the rest is read pairs newer rows with an older version, which the reservation then
-    refuses as stale; the other order could pair old rows with a new version."""
+    """Build from the database (then apply the overrides a test set). The version is read
+    first: a change that commits while the rest is read pairs newer rows with an older
+    version, which the reservation then refuses as stale; the other order could pair old
+    rows with a new version."""
+    entitlement = _entitlement_build(customer_id=customer_id)
+    # A plan first, then the quotas and features set on top of it, whatever the order.
+    for override in sorted(_overrides, key=lambda override: override.plan is None):
+        if override.customer_id is None or str(override.customer_id) == str(customer_id):
+            entitlement = override.apply(entitlement)
+    return entitlement
+
+
+def _entitlement_build(*, customer_id: Any) -> Entitlement:
     version = version_of(customer_id)
     kit = (
         AccountKit.objects.prefetch_related("primitives")
@@ -167,7 +203,7 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
     allowed = {p.primitive: p.rate_per_minute for p in kit.primitives.all()} if kit else None
     subscription = (
         Subscription.objects.select_related("plan")
-        .prefetch_related("plan__quotas", "plan__features")
+        .prefetch_related("plan__quotas", "plan__features", "plan__credit_costs")
         .filter(customer_id=customer_id)
         .first()
     )
@@ -218,14 +254,124 @@ def entitlement_build(*, customer_id: Any) -> Entitlement:
         inactive=inactive,
         grace_until=grace_until,
         grants=grants,
+        credit_costs={cost.primitive: cost.credits for cost in plan.credit_costs.all()},
+        **_credits_granted(customer_id),
     )
+
+
+def _credits_granted(customer_id: Any) -> dict[str, Any]:
+    row = (
+        CreditBalance.objects.filter(customer_id=customer_id)
+        .values_list("granted", "granted_since")
+        .first()
+    )
+    if row is None:
+        return {}
+    return {"credits_granted": row[0], "credits_granted_since": row[1]}
 
 
 def _fallback_plan() -> Plan | None:
     key = billing_settings.FALLBACK_PLAN
     if not key:
         return None
-    return Plan.objects.prefetch_related("quotas", "features").filter(key=key).first()
+    return (
+        Plan.objects.prefetch_related("quotas", "features", "credit_costs").filter(key=key).first()
+    )
+
+
+# --- overrides, for tests (billing_app.testutils) --------------------------------------
+
+
+@dataclass(frozen=True)
+class EntitlementOverride:
+    """A change to what one customer (``customer_id``), or every customer (None), gets:
+    as if subscribed (active) to ``plan``; ``quotas`` set (None: unlimited); ``features``
+    granted (True) or withdrawn (False). Kept in this process, like ``override_settings``,
+    and applied where entitlements are built, so every reader sees it."""
+
+    customer_id: Any = None
+    plan: str | None = None
+    quotas: Mapping[str, int | None] = field(default_factory=dict)
+    features: Mapping[str, bool] = field(default_factory=dict)
+
+    def apply(self, entitlement: Entitlement) -> Entitlement:
+        from dataclasses import replace
+
+        if self.plan is not None:
+            entitlement = _as_subscribed(entitlement, self.plan)
+        quotas = dict(entitlement.quotas)
+        for primitive, limit in self.quotas.items():
+            if limit is None:
+                quotas.pop(primitive, None)
+            else:
+                quotas[primitive] = Quota(limit, getattr(quotas.get(primitive), "billed", False))
+        features = {f for f, on in self.features.items() if on}
+        withdrawn = {f for f, on in self.features.items() if not on}
+        return replace(
+            entitlement,
+            quotas=quotas,
+            features=(entitlement.features | features) - withdrawn,
+        )
+
+
+def _as_subscribed(entitlement: Entitlement, plan_key: str) -> Entitlement:
+    from dataclasses import replace
+
+    plan = (
+        Plan.objects.select_related("account_kit")
+        .prefetch_related("quotas", "features", "account_kit__primitives")
+        .filter(key=plan_key)
+        .first()
+    )
+    if plan is None:
+        raise BillingImproperlyConfigured(f"override_plan: there is no plan {plan_key!r}.")
+    kit = entitlement.kit
+    if plan.account_kit is not None:
+        kit = {p.primitive: p.rate_per_minute for p in plan.account_kit.primitives.all()}
+    seats = entitlement.seats
+    return replace(
+        entitlement,
+        plan=plan.key,
+        subscription_plan=plan.key,
+        status=SubscriptionStatus.ACTIVE,
+        period=plan.period,
+        quotas={
+            q.primitive: Quota(q.limit * seats if q.per_seat else q.limit, q.overage == "bill")
+            for q in plan.quotas.all()
+        },
+        kit=kit,
+        features=frozenset(f.feature for f in plan.features.all()),
+        inactive=None,
+        grace_until=None,
+    )
+
+
+_overrides: list[EntitlementOverride] = []
+
+
+def entitlement_override_push(override: EntitlementOverride) -> None:
+    """Apply ``override`` until it is popped, raising the versions it changes."""
+    _overrides.append(override)
+    _overrides_changed(override)
+
+
+def entitlement_override_pop(override: EntitlementOverride) -> None:
+    _overrides.remove(override)
+    _overrides_changed(override)
+
+
+def _overrides_changed(override: EntitlementOverride) -> None:
+    from django.db import transaction
+
+    from .conf import customer_model
+
+    if override.customer_id is not None:
+        customer_ids: Iterable[Any] = [override.customer_id]
+    else:
+        customer_ids = customer_model()._default_manager.values_list("pk", flat=True)
+    with transaction.atomic():
+        entitlements_changed(customer_ids=list(customer_ids))
+    cache_clear()
 
 
 # --- writing: the only writers of EntitlementVersion -----------------------------------

@@ -62,6 +62,16 @@ class NotPermitted(BillingError):
     """The caller may not do this (acting for another customer, say)."""
 
 
+class FeatureNotEnabled(BillingError):
+    """The customer's plan does not grant ``feature`` (or the subscription is not usable)."""
+
+    code = "feature_not_enabled"
+
+    def __init__(self, message: str, *, feature: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
 class CallRefused(BillingError):
     """A metered call refused before it ran: ``code`` is the machine-readable reason. A
     refusal over a limit carries the limit, the usage it found, when the window resets
@@ -106,6 +116,17 @@ class RateLimited(CallRefused):
     """Over the kit's calls per minute."""
 
     code = "too_many_requests"
+
+
+class InsufficientCredits(CallRefused):
+    """The call costs more credits than the customer has."""
+
+    code = "insufficient_credits"
+
+    def __init__(self, message: str, *, primitive: str, balance: int, cost: int) -> None:
+        super().__init__(message, primitive=primitive)
+        self.balance = balance
+        self.cost = cost
 
 
 class QuotaExceeded(CallRefused):

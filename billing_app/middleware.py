@@ -5,9 +5,9 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from .api.authentication import OperatorKeyAuthentication, TenantTokenAuthentication
+from .api.authentication import bearer_authenticate
 from .api.errors import json_response
-from .exceptions import BillingError, CustomerRequired
+from .exceptions import BillingError
 from .metering.calls import UNMETERED_METHODS, call_start, succeeded
 
 
@@ -21,8 +21,6 @@ class QuotaMiddleware:
     The reservation is made here, before ``ATOMIC_REQUESTS`` opens the view's transaction,
     so it commits at once and a failed view refunds it.
     """
-
-    authenticators = (OperatorKeyAuthentication(), TenantTokenAuthentication())
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -46,7 +44,7 @@ class QuotaMiddleware:
         if request.method in UNMETERED_METHODS:
             return None
         try:
-            self.authenticate(request)
+            bearer_authenticate(request)
             request.billing_call = call_start(  # type: ignore[attr-defined]
                 request, primitive=metered.primitive, quantity=metered.quantity
             )
@@ -58,15 +56,3 @@ class QuotaMiddleware:
         call = getattr(request, "billing_call", None)
         if call is not None:
             call.finish(succeeded=False, raised=True)
-
-    def authenticate(self, request: HttpRequest) -> None:
-        from rest_framework.exceptions import AuthenticationFailed
-
-        for authenticator in self.authenticators:
-            try:
-                found = authenticator.authenticate(request)  # type: ignore[arg-type]
-            except AuthenticationFailed as error:
-                raise CustomerRequired(str(error.detail)) from None
-            if found is not None:
-                request.user, request.auth = found  # type: ignore[attr-defined]
-                return

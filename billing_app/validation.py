@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 
 from .exceptions import InvalidInput
 from .models import validate_primitive
@@ -38,6 +39,16 @@ def check_primitive(field: str, primitive: Any) -> str:
             f"{primitive!r} is not a primitive slug (lowercase letters, digits, '.', '_', '-').",
         ) from None
     return primitive
+
+
+def check_feature(field: str, feature: Any) -> str:
+    try:
+        if not isinstance(feature, str) or not 0 < len(feature) <= 64:
+            raise ValidationError("not a short string")
+        validate_slug(feature)
+    except ValidationError:
+        raise invalid(field, f"{feature!r} is not a feature slug such as 'sso'.") from None
+    return feature
 
 
 def check_count(

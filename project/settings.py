@@ -29,7 +29,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
-    "drf_spectacular",
     "drf_spectacular_sidecar",
     "djstripe",
     "billing_app",
@@ -63,22 +62,33 @@ TEMPLATES = [
     }
 ]
 WSGI_APPLICATION = "project.wsgi.application"
+# People sign in (accounts/login/) to see their billing page.
+LOGIN_REDIRECT_URL = "/billing/account/"
+LOGOUT_REDIRECT_URL = "/"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'demo.sqlite3'}")}
+# Keep connections between requests: a metered call is one statement, cheaper than opening a
+# PostgreSQL connection (TCP, authentication, a server process) for every request, which is
+# what the default (0) does. Health checks replace a connection the server dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several workers write at once (two gunicorn workers taking webhooks together): the
+    # write-ahead log lets readers go on beside a writer; IMMEDIATE transactions take the
+    # write lock when they begin, so none fails upgrading a read lock ("database is
+    # locked"); and a writer waits up to 20 s for the lock instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "billing_app API",
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-}
-
-# Stripe, through dj-stripe. Test-mode keys by default; see README's Stripe section.
+# Stripe, through dj-stripe. Test-mode keys by default; see docs/howto/stripe.md.
 STRIPE_LIVE_MODE = env("STRIPE_LIVE_MODE")
 STRIPE_TEST_SECRET_KEY = env("STRIPE_TEST_SECRET_KEY", default="sk_test_demo")
 STRIPE_LIVE_SECRET_KEY = env("STRIPE_LIVE_SECRET_KEY", default="")

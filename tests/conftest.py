@@ -6,12 +6,28 @@ from billing_app.customers import services as customers
 
 from .factories import CustomerFactory, UserFactory
 
+# The fixtures host projects get (billing_customer, billing_clock, ...). An installed
+# billing_app loads them by its pytest11 entry point under this same name; naming them here
+# keeps them when the installed metadata predates it (an editable install).
+pytest_plugins = ["billing_app.pytest_plugin"]
+
 
 def pytest_collection_modifyitems(config, items):
-    """On SQLite, leave out the tests that need PostgreSQL (scripts/test runs both)."""
-    if connection.vendor == "postgresql":
-        return
-    kept = [item for item in items if item.get_closest_marker("postgresql") is None]
+    """On SQLite, leave out the tests that need PostgreSQL (scripts/test runs both). The
+    browser tests serve the demo on a database of their own whatever the settings, and are
+    slow: they run once, in the PostgreSQL run of the default settings, or with -m browser."""
+    from django.conf import settings
+
+    postgresql = connection.vendor == "postgresql"
+    browser = "browser" in (config.option.markexpr or "") or (
+        postgresql and settings.SETTINGS_MODULE == "tests.settings"
+    )
+    kept = [
+        item
+        for item in items
+        if (postgresql or item.get_closest_marker("postgresql") is None)
+        and (browser or item.get_closest_marker("browser") is None)
+    ]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
@@ -110,6 +126,17 @@ def rate_minute(monkeypatch):
     return minute
 
 
+@pytest.fixture
+def atomic_requests(monkeypatch):
+    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
+    Overriding the ``DATABASES`` setting would not reach the connection that exists
+    already."""
+    from django.db import connections
+
+    for each in connections.all():
+        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Each test starts with no entitlement cached in this process, nor in Django's."""
@@ -178,7 +205,23 @@ def ledger_mismatches():
         UsageEvent.objects.exclude(idempotency_key="").values_list("customer_id", "idempotency_key")
     )
     unpaired = sorted(keys ^ set(keyed), key=str) + [k for k in set(keyed) if keyed.count(k) > 1]
-    return mismatched + orphans + unpaired
+    return mismatched + orphans + unpaired + credit_mismatches()
+
+
+def credit_mismatches():
+    """Each credit balance equals the sum of its entries."""
+    from django.db.models import Sum
+
+    from billing_app.models import CreditBalance, CreditEntry
+
+    sums = dict(
+        CreditEntry.objects.values_list("customer_id").annotate(total=Sum("delta")).order_by()
+    )
+    return [
+        ("credits", row.customer_id, row.balance, sums.get(row.customer_id, 0))
+        for row in CreditBalance.objects.all()
+        if row.balance != sums.get(row.customer_id, 0)
+    ]
 
 
 # Stripe: a stand-in server on loopback (tests/stripe_stub.py) that dj-stripe and our code

@@ -20,16 +20,35 @@ def setup(database_name: str) -> None:
     connections["default"].settings_dict["NAME"] = database_name
 
 
-def metered_calls(database_name: str, token: str, stop_at: float, results: Any) -> None:
-    """Call the demo's metered view until ``stop_at`` (wall clock), and put one
-    ``(started, finished, status, limit)`` per call on ``results``. ``limit`` is the quota
-    the answer says it was decided on (RateLimit-Policy), or None."""
+def feature_calls(database_name: str, token: str, stop: Any, stop_at: float, results: Any) -> None:
+    """GET the test view gated on ``sso`` until ``stop`` is set (``stop_at`` at the
+    latest); put ``("ready", pid)`` on ``results`` once a call was granted (the worker has
+    cached the entitlement), then one ``(started, finished, status)`` per call."""
+    setup(database_name)
+    from django.test import Client
+
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    calls: list[tuple[float, float, int]] = []
+    while not stop.is_set() and time.time() < stop_at and len(calls) < 20_000:
+        started = time.time()
+        status = client.get("/test/sso/").status_code
+        if status == 200 and not any(call[2] == 200 for call in calls):
+            results.put(("ready", os.getpid()))
+        calls.append((started, time.time(), status))
+    results.put((os.getpid(), calls))
+
+
+def metered_calls(database_name: str, token: str, stop: Any, stop_at: float, results: Any) -> None:
+    """Call the demo's metered view until ``stop`` is set (or ``stop_at``, wall clock, at
+    the latest), and put one ``(started, finished, status, limit)`` per call on
+    ``results``. ``limit`` is the quota the answer says it was decided on
+    (RateLimit-Policy), or None."""
     setup(database_name)
     from django.test import Client
 
     client = Client()
     calls = []
-    while time.time() < stop_at and len(calls) < 20_000:
+    while not stop.is_set() and time.time() < stop_at and len(calls) < 50_000:
         started = time.time()
         response = client.post("/demo/seo/", HTTP_AUTHORIZATION=f"Bearer {token}")
         finished = time.time()

@@ -1,6 +1,9 @@
 """Settings of the test suite: PostgreSQL from DATABASE_URL (scripts/test starts one),
 else SQLite in memory."""
 
+import os
+import tempfile
+
 import environ
 
 env = environ.Env()
@@ -49,6 +52,19 @@ TEMPLATES = [
     }
 ]
 DATABASES = {"default": env.db("DATABASE_URL", default="sqlite://:memory:")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, in memory where the machine has /dev/shm, configured as the demo runs it
+    # (WAL, IMMEDIATE transactions, a busy timeout): threads get their own connections,
+    # so concurrency on SQLite is tested too, not only PostgreSQL's.
+    _shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(_shm, f"billing-tests-{os.getpid()}.sqlite3")
+    }
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib import admin as django_admin
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +19,7 @@ from billing_app.catalog import services as catalog
 from billing_app.customers import selectors as customers_selectors
 from billing_app.customers import services as customers
 from billing_app.cycles import services as closer
+from billing_app.entitlements import version_of
 from billing_app.metering.selectors import usage_rollup
 from billing_app.models import (
     AccountKit,
@@ -29,6 +29,7 @@ from billing_app.models import (
     OutboxMessage,
     Plan,
     Problem,
+    QuotaGrant,
     Subscription,
     TenantToken,
     UsageCounter,
@@ -40,7 +41,7 @@ from billing_app.problems import problem_record
 from billing_app.subscriptions import services as subscriptions
 
 from .factories import CustomerFactory, UserFactory
-from .utils import periods_of, use
+from .utils import messages_of, periods_of, use, writes_of
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +54,7 @@ READ_ONLY = [
     "usagerecord",
     "outboxmessage",
     "problem",
+    "quotagrant",
 ]
 MODELS = {
     "accountkit": AccountKit,
@@ -67,20 +69,12 @@ MODELS = {
     "usagerecord": UsageRecord,
     "outboxmessage": OutboxMessage,
     "problem": Problem,
+    "quotagrant": QuotaGrant,
 }
-WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 
 def url(model: str, view: str, *args) -> str:
     return reverse(f"admin:billing_app_{model}_{view}", args=args)
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
-
-
-def writes_of(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 @pytest.fixture
@@ -93,7 +87,7 @@ def admin(db) -> Client:
 @pytest.fixture
 def world(db):
     """A row of every model the admin shows: a customer a month and more into a plan, with
-    a recorded period, usage, keys, an outbox message and a problem."""
+    a recorded period, usage, a quota grant, keys, an outbox message and a problem."""
     now = timezone.now()
     kit = catalog.account_kit_upsert(
         key="kit-pro", name="Kit Pro", primitives={"seo": None, "aeo": 60}
@@ -112,6 +106,9 @@ def world(db):
     subscriptions.periods_advance(at=now)
     (record,) = closer.records_close(at=now)
     use(customer, 42, now)
+    grant = customers.quota_grant(
+        customer=customer, primitive="aeo", amount=8, reason="launch week", granted_by=UserFactory()
+    )
     operator_key, _ = customers.operator_key_create(name="backend")
     tenant_token, _ = customers.tenant_token_issue(customer=customer, name="cli")
     return {
@@ -132,6 +129,7 @@ def world(db):
         "problem": problem_record(
             kind="stripe_no_customer", subject="stripe:sub_lost", detail="Customer cus_x ..."
         ),
+        "quotagrant": grant,
     }
 
 
@@ -177,10 +175,12 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         if row is not None:
             pages.append(reverse("admin:{}_{}_change".format(*info), args=[row.pk]))
             pages.append(reverse("admin:{}_{}_history".format(*info), args=[row.pk]))
-    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 12
-    # The subscription page with usage on it, and after a cancellation.
+    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 13
+    # The subscription page with usage on it, its grant page, and after a cancellation.
     subscription = world["subscription"]
     pages.append(url("subscription", "change", subscription.pk))
+    pages.append(url("subscription", "grant", subscription.pk))
+    pages.append(reverse("admin:app_list", args=["billing_app"]))
 
     for page in pages:
         with CaptureQueriesContext(connection) as queries:
@@ -211,7 +211,7 @@ def test_subscription_page_shows_the_enforced_usage_once(admin, world):
 
     content = admin.get(url("subscription", "change", subscription.pk)).content.decode()
 
-    assert usage_rows(content) == {"aeo": "0 / 250", "seo": "42 / 1000"}
+    assert usage_rows(content) == {"aeo": "0 / 258", "seo": "42 / 1000"}  # 250 + 8 granted
     assert content.lower().count("usage (as enforced)") == 1
     assert content.count("Plan in force:") == 1
     rollup = usage_rollup(customer_id=customer.pk)
@@ -219,7 +219,7 @@ def test_subscription_page_shows_the_enforced_usage_once(admin, world):
     shown = [
         date_format(timezone.localtime(t), "DATETIME_FORMAT") for t in (window.start, window.end)
     ]
-    assert f"Window {shown[0]} to {shown[1]}; resets {shown[1]}." in content
+    assert f"Window {shown[0]} to {shown[1]}; resets {shown[1]}</p>" in content
     assert rollup.window.end.isoformat() not in content
     assert "width:200px" in content  # the bar's track, drawn here: no CDN, no script
 
@@ -724,3 +724,190 @@ def test_a_closing_problem_is_left_to_the_scheduler_and_can_be_dismissed(admin, 
     response = admin.post(url("problem", "delete", problem.pk), {"post": "yes"})
     assert response.status_code == 302
     assert not Problem.objects.filter(pk=problem.pk).exists()
+
+
+# The index: billing first, grouped; the host's apps as Django shows them
+
+
+def sections(content: str) -> list[str]:
+    return re.findall(r'<caption>\s*<a href="[^"]*" class="section"[^>]*>([^<]+)</a>', content)
+
+
+def test_the_index_shows_billing_first_in_groups(admin, world):
+    content = admin.get(reverse("admin:index")).content.decode()
+    shown = sections(content)
+    assert shown[:4] == [
+        "Billing: Catalog",
+        "Billing: Customers &amp; subscriptions",
+        "Billing: Usage &amp; records",
+        "Billing: Operations",
+    ]
+    assert "Authentication and Authorization" in shown[4:]
+    groups = {app["name"]: app for app in admin.get(reverse("admin:index")).context["app_list"]}
+    names = [m["object_name"] for m in groups["Billing: Customers & subscriptions"]["models"]]
+    assert names == ["Subscription", "KitAssignment", "QuotaGrant"]
+    operations = [m["object_name"] for m in groups["Billing: Operations"]["models"]]
+    assert operations == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
+    listed = [m["object_name"] for app in groups.values() for m in app["models"]]
+    registered = [m.__name__ for m in django_admin.site._registry]
+    assert sorted(listed) == sorted(registered)  # every model once, the host's too
+
+
+def test_the_hosts_apps_keep_their_pages(admin, world):
+    response = admin.get(reverse("admin:app_list", args=["auth"]))
+    assert response.status_code == 200
+    assert sections(response.content.decode()) == ["Authentication and Authorization"]
+    groups = reverse("admin:auth_group_changelist")
+    assert groups in admin.get(reverse("admin:index")).content.decode()
+    assert admin.get(groups).status_code == 200
+
+
+def test_the_billing_app_page_is_one_section_in_group_order(admin, world):
+    response = admin.get(reverse("admin:app_list", args=["billing_app"]))
+    assert response.status_code == 200
+    (app,) = response.context["app_list"]
+    assert app["name"] == "Billing"
+    names = [m["object_name"] for m in app["models"]]
+    assert names[:3] == ["Plan", "AccountKit", "Subscription"]
+    assert names[-4:] == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
+
+
+def test_a_staff_user_sees_only_the_groups_it_may_use(world):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_plan"))
+    client = Client()
+    client.force_login(staff)
+    assert sections(client.get(reverse("admin:index")).content.decode()) == ["Billing: Catalog"]
+    # Dismissing a problem takes the delete permission, as any delete does.
+    problem = world["problem"]
+    assert client.post(url("problem", "delete", problem.pk), {"post": "yes"}).status_code == 403
+    assert Problem.objects.filter(pk=problem.pk).exists()
+
+
+# One-off quota grants
+
+
+def grant_form(**changes) -> dict:
+    return {"primitive": "seo", "amount": 50, "reason": "launch week", **changes}
+
+
+def test_the_subscription_page_links_to_the_grant_page(admin, world):
+    subscription = world["subscription"]
+    content = admin.get(url("subscription", "change", subscription.pk)).content.decode()
+    assert f'href="{url("subscription", "grant", subscription.pk)}"' in content
+
+
+def test_the_grant_page_shows_the_usage_and_a_form(admin, world):
+    response = admin.get(url("subscription", "grant", world["subscription"].pk))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert usage_rows(content) == {"aeo": "0 / 258", "seo": "42 / 1000"}
+    assert [value for value, _ in response.context["form"].fields["primitive"].choices] == [
+        "aeo",
+        "seo",
+    ]
+    assert 'name="csrfmiddlewaretoken"' in content
+    for field in ("primitive", "amount", "reason"):
+        assert f'<label for="id_{field}"' in content
+
+
+def test_granting_goes_through_the_service_with_who_and_why(admin, world, monkeypatch):
+    calls = []
+    real = customers.quota_grant
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(customers, "quota_grant", spy)
+    subscription, customer = world["subscription"], world["customer"]
+
+    response = admin.post(url("subscription", "grant", subscription.pk), grant_form())
+
+    assert response.status_code == 302
+    assert response["Location"] == url("subscription", "change", subscription.pk)
+    operator = response.wsgi_request.user
+    assert calls == [
+        {
+            "customer": customer,
+            "primitive": "seo",
+            "amount": 50,
+            "reason": "launch week",
+            "granted_by": operator,
+        }
+    ]
+    assert usage_rollup(customer_id=customer.pk).quotas["seo"] == 1050  # binds at once
+    grant = QuotaGrant.objects.get(primitive="seo")
+    assert (grant.granted_by, grant.reason, grant.amount) == (operator, "launch week", 50)
+    assert any("+50 seo" in m for m in messages_of(response))
+    # Listed on the subscription's page: who, how much, why.
+    content = admin.get(response["Location"]).content.decode()
+    assert "launch week" in content and "+50" in content and str(operator) in content
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": "many"}, "amount"),
+        ({"amount": 2**63}, "amount"),  # past what the form checks: the service refuses
+        ({"reason": "   "}, "reason"),
+        ({"primitive": "email.send"}, "primitive"),  # no quota to raise
+        ({"primitive": ""}, "primitive"),
+    ],
+)
+def test_a_bad_grant_is_a_form_error_and_changes_nothing(admin, world, changes, field):
+    customer = world["customer"]
+    before = (QuotaGrant.objects.count(), version_of(customer.pk))
+
+    response = admin.post(
+        url("subscription", "grant", world["subscription"].pk), grant_form(**changes)
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field]
+    assert 'class="errorlist' in response.content.decode()
+    assert (QuotaGrant.objects.count(), version_of(customer.pk)) == before
+
+
+def test_granting_needs_the_explicit_permission(world):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_subscription", "change_subscription"])
+    )
+    client = Client()
+    client.force_login(staff)
+    subscription = world["subscription"]
+    page = url("subscription", "grant", subscription.pk)
+
+    change = client.get(url("subscription", "change", subscription.pk)).content.decode()
+    assert page not in change
+    assert client.get(page).status_code == 403
+    assert client.post(page, grant_form()).status_code == 403
+
+    staff.user_permissions.add(Permission.objects.get(codename="add_quotagrant"))
+    client.force_login(staff)
+    assert client.post(page, grant_form()).status_code == 302
+    assert QuotaGrant.objects.filter(granted_by=staff).count() == 1
+
+
+def test_the_grant_page_of_an_unknown_subscription_is_404(admin, world):
+    assert admin.get(url("subscription", "grant", 10**9)).status_code == 404
+    assert admin.post(url("subscription", "grant", 10**9), grant_form()).status_code == 404
+    assert QuotaGrant.objects.count() == 1
+
+
+def test_grants_are_listed_read_only(admin, world):
+    grant = world["quotagrant"]
+    response = admin.get(url("quotagrant", "changelist"))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "launch week" in content and str(grant.granted_by) in content
+    before = QuotaGrant.objects.values().get(pk=grant.pk)
+    assert admin.post(url("quotagrant", "change", grant.pk), {"amount": 1}).status_code == 403
+    assert admin.post(url("quotagrant", "delete", grant.pk), {"post": "yes"}).status_code == 403
+    assert QuotaGrant.objects.values().get(pk=grant.pk) == before

@@ -14,7 +14,7 @@ from billing_app import checks as billing_checks
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E00{n}" for n in range(1, 9)}
+BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 11)} | {"billing_app.W001"}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -92,13 +92,94 @@ def test_both_bad_durations_are_reported():
     }
 
 
-@pytest.mark.parametrize("app", ["rest_framework", "rest_framework_api_key", "djstripe"])
+@pytest.mark.parametrize(
+    "app", ["rest_framework", "rest_framework_api_key", "drf_spectacular_sidecar", "djstripe"]
+)
 def test_a_missing_app_fires_e005(app):
     installed = [a for a in settings.INSTALLED_APPS if a != app]
     with override_settings(INSTALLED_APPS=installed):
         errors = billing_errors()
     assert [e.id for e in errors] == ["billing_app.E005"]
     assert repr(app) in errors[0].msg
+
+
+@pytest.mark.parametrize("value", [None, "djstripe_id", "ID"])
+def test_dj_stripe_must_link_by_stripe_ids(value):
+    with override_settings(DJSTRIPE_FOREIGN_KEY_TO_FIELD=value):
+        if value is None:
+            del settings.DJSTRIPE_FOREIGN_KEY_TO_FIELD
+        errors = billing_errors()
+    assert [e.id for e in errors] == ["billing_app.E009"]
+    assert "DJSTRIPE_FOREIGN_KEY_TO_FIELD" in errors[0].msg
+    assert "before the first migrate" in errors[0].hint
+
+
+MIDDLEWARE = "billing_app.middleware.QuotaMiddleware"
+
+
+def test_metered_views_without_the_middleware_fire_e010():
+    """tests.urls has @metered views (and DRF ones, which need no middleware)."""
+    without = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE]
+    with override_settings(MIDDLEWARE=without):
+        errors = billing_errors()
+    assert [e.id for e in errors] == ["billing_app.E010"]
+    assert errors[0].msg == (
+        f"{MIDDLEWARE} is not in MIDDLEWARE, but 6 view(s) are @metered: demo/aeo/, "
+        "demo/email.send/, demo/seo/, ..."
+    )
+    assert MIDDLEWARE in errors[0].hint
+
+
+def test_no_metered_view_needs_no_middleware():
+    """The app's own URLs meter nothing through the middleware (DRF views use the mixin)."""
+    without = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE]
+    with override_settings(MIDDLEWARE=without, ROOT_URLCONF="billing_app.urls"):
+        assert billing_errors() == []
+
+
+def test_metered_views_are_found_through_includes_and_other_decorators():
+    from django.urls import include, path
+    from django.views.decorators.http import require_POST
+
+    from billing_app.decorators import metered
+
+    @require_POST
+    @metered("seo")
+    def report(request): ...
+
+    inner = [path("report/", report)]
+    patterns = [path("api/", include((inner, "inner")))]
+    assert list(billing_checks._metered_views(patterns)) == ["api/report/"]
+
+
+def test_a_broken_urlconf_is_left_to_djangos_own_checks():
+    without = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE]
+    with override_settings(MIDDLEWARE=without, ROOT_URLCONF="tests.no_such_urls"):
+        assert billing_checks.check_metered_views() == []
+
+
+def without_request_processor(engine: dict) -> dict:
+    options = engine.get("OPTIONS", {})
+    processors = [p for p in options.get("context_processors", []) if not p.endswith(".request")]
+    return {**engine, "OPTIONS": {**options, "context_processors": processors}}
+
+
+def test_template_tags_without_the_request_in_the_context_warn_w001():
+    engines = [without_request_processor(engine) for engine in settings.TEMPLATES]
+    with override_settings(TEMPLATES=engines):
+        (warning,) = billing_errors()
+    assert (warning.id, warning.level) == ("billing_app.W001", checks.WARNING)
+    assert "django.template.context_processors.request" in warning.msg
+    assert "{% feature %}" in warning.hint
+
+
+def test_one_engine_with_the_request_is_enough():
+    jinja_only = {"BACKEND": "django.template.backends.jinja2.Jinja2", "OPTIONS": {}}
+    plain = {**without_request_processor(settings.TEMPLATES[0]), "NAME": "emails"}
+    with override_settings(TEMPLATES=[plain, *settings.TEMPLATES]):
+        assert billing_errors() == []
+    with override_settings(TEMPLATES=[jinja_only]):
+        assert billing_errors() == []  # no DjangoTemplates engine: the tags are not used
 
 
 def test_every_check_id_is_tested():

@@ -178,3 +178,18 @@ def test_subscribe_gives_each_customer_their_own_plan():
     subscribe(second, quotas={"seo": 9})
     assert quotas_of(Subscription.objects.get(customer=first).plan) == {"seo": 1}
     assert quotas_of(Subscription.objects.get(customer=second).plan) == {"seo": 9}
+
+
+def test_the_client_grants_and_reads_credits(customer):
+    from billing_app.catalog.services import plan_upsert
+    from billing_app.client import billing
+
+    plan_upsert(key="credits-plan", name="Credits", credit_costs={"seo": 1})
+    billing.for_customer(customer).set_subscription(plan_key="credits-plan")
+
+    billing.for_customer(customer).grant_credits(5, reason="trial credits")
+    billing.for_customer(customer).record("seo", 2)
+
+    state = billing.for_customer(customer).credits()
+    assert state.balance == 3
+    assert [grant.reason for grant in state.grants] == ["trial credits"]

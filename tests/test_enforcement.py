@@ -486,17 +486,6 @@ def test_a_metered_view_without_the_middleware_fails_loudly(customer, client):
 # ... under ATOMIC_REQUESTS too
 
 
-@pytest.fixture
-def atomic_requests(monkeypatch):
-    """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
-    Overriding the ``DATABASES`` setting would not reach the connection that exists
-    already; the views below answer ``"atomic": true`` to show that this does."""
-    from django.db import connections
-
-    for each in connections.all():
-        monkeypatch.setitem(each.settings_dict, "ATOMIC_REQUESTS", True)
-
-
 FAILURES = [("status", 503), ("validation", 400), ("not_found", 404), ("exception", 500)]
 
 

@@ -17,37 +17,41 @@ from billing_app.subscriptions import services as subscriptions
 from billing_app.testutils import subscribe
 
 from .factories import CustomerFactory
-from .processes import metered_calls
+from .processes import feature_calls, metered_calls
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 2
 
 
-def run_workers(token, seconds):
-    """Start the workers; answers a function that waits for them and returns every call."""
+def run_workers(token, seconds, target=metered_calls):
+    """Start the workers; answers a function that stops them and returns every call."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
+    stop = context.Event()
     stop_at = time.time() + seconds
     name = connection.settings_dict["NAME"]
     workers = [
-        context.Process(target=metered_calls, args=(name, token, stop_at, results))
+        context.Process(target=target, args=(name, token, stop, stop_at, results))
         for _ in range(WORKERS)
     ]
     for worker in workers:
         worker.start()
 
     def collect():
+        time.sleep(1)  # calls after the last change
+        stop.set()
         calls = [call for _ in workers for call in results.get(timeout=seconds + 60)[1]]
         for worker in workers:
             worker.join(timeout=30)
             assert worker.exitcode == 0
         return calls
 
+    collect.queue = results  # type: ignore[attr-defined]
     return collect
 
 
-def wait_until_calls_succeed(customer, count=20, timeout=30):
+def wait_until_calls_succeed(customer, count=20, timeout=90):
     """Every worker has cached the entitlement once a few calls have gone through."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -63,7 +67,7 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
     subscribe(customer, quotas={"seo": 100_000}, plan_key="big")
     catalog.plan_upsert(key="small", name="Small", quotas={"seo": 80_000})
     token = customers.tenant_token_issue(customer=customer)[1]
-    collect = run_workers(token, seconds=8)
+    collect = run_workers(token, seconds=180)
     wait_until_calls_succeed(customer)
 
     subscriptions.subscription_set(customer=customer, plan_key="small")
@@ -94,3 +98,31 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
     assert {status for _, _, status, _ in after_cancel} == {402}
     # The lowered quota was never exceeded, whatever the workers had cached.
     assert UsageCounter.objects.get(customer=customer).used <= lowered_to
+
+
+def test_a_feature_withdrawn_is_refused_at_once_in_every_process():
+    """Each worker holds the entitlement granting sso in its LRU when the plan loses it,
+    and nothing metered refreshes it: every request that starts after the change committed
+    is refused all the same, and once the feature is back, granted again."""
+    customer = CustomerFactory()
+    subscribe(customer, features=["sso"], plan_key="team")
+    token = customers.tenant_token_issue(customer=customer)[1]
+    collect = run_workers(token, seconds=20, target=feature_calls)
+    for _ in range(WORKERS):
+        assert collect.queue.get(timeout=60)[0] == "ready"
+
+    withdrawing = time.time()
+    catalog.plan_upsert(key="team", name="Team", features=[])
+    withdrawn = time.time()
+    time.sleep(1.5)
+    granting = time.time()
+    catalog.plan_upsert(key="team", name="Team", features=["sso"])
+    granted = time.time()
+    calls = collect()
+
+    before = [status for _, finished, status in calls if finished < withdrawing]
+    between = [status for started, _, status in calls if withdrawn < started < granting]
+    after = [status for started, _, status in calls if started > granted]
+    assert before and set(before) == {200}
+    assert between and set(between) == {403}
+    assert after and set(after) == {200}

@@ -181,7 +181,6 @@ def test_every_order_with_duplicates_ends_on_stripes_state(
     assert tried == 240 // every  # 4 events, each duplicated once: 4 x 5!/2 orders
 
 
-@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_deliveries_end_on_stripes_last_state(stripe_stub, plans):
     """Stripe moves a subscription through its life while its events, each sent three
@@ -222,6 +221,33 @@ def test_concurrent_deliveries_end_on_stripes_last_state(stripe_stub, plans):
         assert answers == [200] * 12
         assert state_of(customer) == expected(states[-1])
         assert Event.objects.filter(id__in=[event["id"] for event in events]).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhooks_arriving_together_are_each_taken_the_first_time(stripe_stub, plans):
+    """Two workers take webhooks at once (the demo on SQLite served by two gunicorn
+    workers): no delivery may fail for a locked database. SQLite is configured as the demo
+    configures it: WAL, IMMEDIATE transactions, a busy timeout."""
+    customers = [CustomerFactory() for _ in range(8)]
+    events = []
+    for customer in customers:
+        stripe_customer = stripe_customer_for(stripe_stub, customer)
+        sub = stripe_stub.subscription(customer=stripe_customer["id"], price="price_pro")
+        events.append(stripe_stub.event("customer.subscription.created", sub))
+    barrier = threading.Barrier(len(events))
+
+    def send(event):
+        barrier.wait()
+        try:
+            return deliver(Client(), event).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(events)) as pool:
+        answers = list(pool.map(send, events))
+
+    assert answers == [200] * len(events)
+    assert Subscription.objects.filter(plan__key="pro").count() == len(events)
 
 
 # Finding the customer

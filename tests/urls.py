@@ -12,5 +12,10 @@ urlpatterns = [
     path("test/reports/", views.ReportView.as_view()),
     path("test/pages/", views.PagesView.as_view()),
     path("test/report-set/", views.ReportViewSet.as_view({"get": "list", "post": "create"})),
+    path("test/sso/", views.sso_settings),
+    path("test/metered-export/", views.metered_export),
+    path("test/export/", views.ExportView.as_view()),
+    path("test/either/", views.EitherFeatureView.as_view()),
+    path("test/session-export/", views.SessionOnlyExportView.as_view()),
     path("", include("billing_app.urls")),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -103,38 +104,6 @@ def subscribe_on_stripe(
     return stripe_customer, sub
 
 
-def make_invoice(
-    stripe_stub: Any,
-    stripe_customer: dict[str, Any],
-    *,
-    created: int,
-    status: str = "paid",
-    total: int = 4900,
-) -> Any:
-    """An invoice of ``stripe_customer`` on the stand-in, synced as a webhook syncs it."""
-    invoice = stripe_stub.make(
-        "invoice",
-        customer=stripe_customer["id"],
-        created=created,
-        status=status,
-        total=total,
-        amount_paid=total if status == "paid" else 0,
-        currency="usd",
-        invoice_pdf=f"https://pay.stripe.com/invoice/{created}/pdf",
-        status_transitions={
-            "finalized_at": created,
-            "marked_uncollectible_at": None,
-            "paid_at": created + 60 if status == "paid" else None,
-            "voided_at": None,
-        },
-        lines={"object": "list", "data": [], "has_more": False, "url": "/v1/invoices/x/lines"},
-    )
-    # Read back from Stripe, not from the dict above.
-    from djstripe.models import Invoice
-
-    return Invoice.sync_from_stripe_data(Invoice(id=invoice["id"]).api_retrieve())
-
-
 def item_set(stripe_stub: Any, sub_id: str, **values: Any) -> dict[str, Any]:
     """Set fields of the subscription's item (``quantity``, period bounds, ``price``): the
     stand-in's ``set_price`` changes only the price."""
@@ -227,6 +196,38 @@ def garble_next_answer(stripe_stub: Any, method: str, path: str, answer: dict[st
     stripe_stub.after = after
 
 
+def make_invoice(
+    stripe_stub: Any,
+    stripe_customer: dict[str, Any],
+    *,
+    created: int,
+    status: str = "paid",
+    total: int = 4900,
+) -> Any:
+    """An invoice of ``stripe_customer`` at Stripe, synced here as dj-stripe syncs one."""
+    from djstripe.models import Invoice
+
+    invoice = stripe_stub.make(
+        "invoice",
+        customer=stripe_customer["id"],
+        created=created,
+        status=status,
+        total=total,
+        amount_paid=total if status == "paid" else 0,
+        currency="usd",
+        invoice_pdf=f"https://pay.stripe.com/invoice/{created}/pdf",
+        status_transitions={
+            "finalized_at": created,
+            "marked_uncollectible_at": None,
+            "paid_at": created + 60 if status == "paid" else None,
+            "voided_at": None,
+        },
+        lines={"object": "list", "data": [], "has_more": False, "url": "/v1/invoices/x/lines"},
+    )
+    # Synced as a webhook would: read back from Stripe, not from the dict above.
+    return Invoice.sync_from_stripe_data(Invoice(id=invoice["id"]).api_retrieve())
+
+
 def refuse(stripe_stub: Any, method: str, path: str, message: str) -> None:
     """Stripe fails every ``method path`` request (an ``api_error`` saying ``message``)."""
 
@@ -277,6 +278,14 @@ def bearer(key: str, **headers: str) -> Client:
     return Client(headers={"Authorization": f"Bearer {key}", **headers})
 
 
+def messages_of(response: Any) -> list[str]:
+    """The messages (django.contrib.messages) the request that answered ``response`` left
+    for the next page."""
+    from django.contrib.messages import get_messages
+
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
 def post_json(client: Client, path: str, body: Any = None, **extra: Any) -> Any:
     return client.post(
         path,
@@ -322,22 +331,29 @@ def absent_customer_id() -> Any:
     return 10**12 if customer_key_is_integer() else uuid.uuid4()
 
 
-def session_client(customer: Any) -> Client:
-    """A client signed in as someone the customer's calls are billed to: the customer
-    itself when customers are users, else a user holding one of its seats (the customer
-    must have a subscription then)."""
+def billed_user(customer: Any) -> Any:
+    """Someone whose requests are billed to the customer: the customer itself when
+    customers are users, else a user holding one of its seats, the first one's holder when
+    it has some (the customer must have a subscription then)."""
     from billing_app.subscriptions.services import seats_manage
 
-    client = Client()
     if customer_is_user():
-        client.force_login(customer)
-        return client
+        return customer
+    held = Seat.objects.filter(subscription__customer=customer).select_related("grantee").first()
+    if held is not None:
+        return held.grantee
     member = UserFactory()
     seats_manage(
         subscription_id=customer.billing_subscription.pk,
         operations=[{"type": "add", "grantee_id": member.pk}],
     )
-    client.force_login(member)
+    return member
+
+
+def session_client(customer: Any, **defaults: Any) -> Client:
+    """A client signed in as :func:`billed_user` of the customer."""
+    client = Client(**defaults)
+    client.force_login(billed_user(customer))
     return client
 
 
@@ -356,6 +372,14 @@ def in_parallel(calls: Callable[[int], Any], count: int, *, workers: int = 50) -
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(run, range(count)))
+
+
+WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def writes_of(queries: Any) -> list[str]:
+    """The statements a ``CaptureQueriesContext`` saw that write: for "only reads"."""
+    return [q["sql"] for q in queries.captured_queries if WRITES.match(q["sql"])]
 
 
 class CacheDown(ConnectionError):

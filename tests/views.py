@@ -10,6 +10,7 @@ from django.db import DatabaseError, connection, transaction
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import viewsets
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -18,7 +19,8 @@ from rest_framework.views import APIView
 
 from billing_app.api.authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from billing_app.api.mixins import MeteredMixin
-from billing_app.decorators import metered
+from billing_app.api.permissions import HasFeature
+from billing_app.decorators import metered, requires_feature
 
 
 def pages_of(request) -> int:
@@ -132,3 +134,36 @@ class ReportViewSet(MeteredMixin, viewsets.ViewSet):
 
     def create(self, request: Request) -> Response:
         return _drf_answer(request)
+
+
+# Gating
+
+
+@csrf_exempt
+@requires_feature("sso")
+def sso_settings(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+@requires_feature("csv-export")
+@metered("seo")
+def metered_export(request: HttpRequest) -> JsonResponse:
+    """Gated and metered: the feature is checked before the view (and its quota) counts."""
+    return JsonResponse({"ok": True})
+
+
+class ExportView(APIView):
+    authentication_classes = [TenantTokenAuthentication, SessionAuthentication]
+    permission_classes = [HasFeature("csv-export")]
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class EitherFeatureView(ExportView):
+    permission_classes = [HasFeature("sso") | HasFeature("csv-export")]
+
+
+class SessionOnlyExportView(ExportView):
+    authentication_classes = [SessionAuthentication]

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from ..conf import customer_is_user
 from ..customers.selectors import is_active
+from ..exceptions import CustomerRequired
 from ..models import OperatorKey, TenantToken
 from .errors import WWW_AUTHENTICATE
 
@@ -87,6 +88,20 @@ class TenantTokenAuthentication(_BearerKeyAuthentication):
         if grantee is not None:
             return grantee
         return customer if customer_is_user() else CustomerPrincipal(customer)
+
+
+def bearer_authenticate(request: Any) -> None:
+    """For plain Django views (``@metered`` through the middleware, ``@requires_feature``):
+    a tenant token or operator key in ``Authorization: Bearer`` sets ``request.user`` and
+    ``request.auth`` as DRF would; an invalid or revoked one is ``CustomerRequired``."""
+    for authenticator in (OperatorKeyAuthentication(), TenantTokenAuthentication()):
+        try:
+            found = authenticator.authenticate(request)
+        except exceptions.AuthenticationFailed as error:
+            raise CustomerRequired(str(error.detail)) from None
+        if found is not None:
+            request.user, request.auth = found
+            return
 
 
 class _BearerScheme(OpenApiAuthenticationExtension):

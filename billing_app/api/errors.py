@@ -16,6 +16,8 @@ from ..exceptions import (
     CallRefused,
     Conflict,
     CustomerRequired,
+    FeatureNotEnabled,
+    InsufficientCredits,
     InvalidInput,
     NotFound,
     NotPermitted,
@@ -31,10 +33,12 @@ STATUS: dict[type[BillingError], int] = {
     InvalidInput: 400,
     CustomerRequired: 401,
     NotPermitted: 403,
+    FeatureNotEnabled: 403,
     PrimitiveNotAllowed: 403,
     NotFound: 404,
     Conflict: 409,
     SubscriptionInactive: 402,
+    InsufficientCredits: 402,
     RateLimited: 429,
     StripeNotApplied: 202,
     StripeUnavailable: 502,
@@ -74,9 +78,13 @@ def body_of(error: BillingError) -> dict[str, Any]:
         }
         if error.limit is not None:
             body["usage"] = {"current": error.used, "limit": error.limit}
+        if isinstance(error, InsufficientCredits):
+            body["credits"] = {"balance": error.balance, "cost": error.cost}
         if error.resets_at is not None:
             body["resetsAt"] = error.resets_at.isoformat().replace("+00:00", "Z")
         return body
+    if isinstance(error, FeatureNotEnabled):
+        return {"error": error.code, "feature": error.feature, "message": error.message}
     body = {"detail": error.message}
     if isinstance(error, Conflict) and error.fields:
         body.update({camel_case(k): v for k, v in error.fields.items()})

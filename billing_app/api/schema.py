@@ -48,8 +48,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "description": "A metered call refused: over a quota (error `rate_limited`, or "
         "`usage_limit_exceeded` when quotas answer 402), over a per-minute rate "
         "(`too_many_requests`), outside the customer's Account Kit "
-        "(`primitive_not_allowed`), or without a usable subscription "
-        "(`subscription_inactive`).",
+        "(`primitive_not_allowed`), without a usable subscription "
+        "(`subscription_inactive`), or costing more credits than the balance holds "
+        "(`insufficient_credits`).",
         "properties": {
             "error": {
                 "type": "string",
@@ -59,6 +60,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                     "too_many_requests",
                     "primitive_not_allowed",
                     "subscription_inactive",
+                    "insufficient_credits",
                 ],
             },
             "message": {"type": "string"},
@@ -70,6 +72,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
                     "limit": {"type": "integer"},
                 },
                 "required": ["current", "limit"],
+            },
+            "credits": {
+                "type": "object",
+                "properties": {"balance": {"type": "integer"}, "cost": {"type": "integer"}},
+                "required": ["balance", "cost"],
             },
             "resetsAt": {"type": "string", "format": "date-time"},
         },
@@ -121,7 +128,8 @@ BODIES: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     401: ("No credentials, or credentials that are invalid or revoked.", _ref(ERROR)),
     402: (
-        "Refused: no usable subscription (or over a quota, when quotas answer 402).",
+        "Refused: no usable subscription, not enough credits (or over a quota, when "
+        "quotas answer 402).",
         _ref(REFUSAL),
     ),
     403: ("These credentials may not do this.", _ref(ERROR)),

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import credits
 from . import self_service as views
 from .webhook import webhook
 
@@ -11,6 +12,8 @@ endpoints = [
     path("portal", views.PortalView.as_view(), name="self-portal"),
     path("cancel", views.CancelView.as_view(), name="self-cancel"),
     path("reactivate", views.ReactivateView.as_view(), name="self-reactivate"),
+    path("credits", credits.SelfCreditsView.as_view(), name="self-credits"),
+    path("credits/checkout", credits.SelfCreditCheckoutView.as_view(), name="self-credit-checkout"),
 ]
 
 urlpatterns = [

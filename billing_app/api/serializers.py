@@ -93,6 +93,17 @@ class AccountKitSerializer(serializers.Serializer):
 # Plans
 
 
+class PlanCreditsSerializer(serializers.Serializer):
+    perPeriod = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
+    rolloverCap = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
+    rolloverDays = serializers.IntegerField(
+        min_value=1, max_value=3660, required=False, allow_null=True, default=None
+    )
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        return snake_case(dict(super().to_internal_value(data)))
+
+
 class PlanInputSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
@@ -114,6 +125,9 @@ class PlanInputSerializer(serializers.Serializer):
         serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0)
     )
     stripeMeterEvent = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    # slug -> credits one unit costs; the plan's credits each billing period (null: none)
+    creditCosts = _primitive_dict(serializers.IntegerField(min_value=1, max_value=2**63 - 1))
+    credits = PlanCreditsSerializer(required=False, allow_null=True)
 
 
 class PlanSerializer(serializers.Serializer):
@@ -148,6 +162,22 @@ class PlanSerializer(serializers.Serializer):
 
     def get_billingInterval(self, plan: Any) -> str | None:
         return interval_name(plan.billing_cadence)
+
+    creditCosts = serializers.SerializerMethodField()
+    credits = serializers.SerializerMethodField()
+
+    def get_creditCosts(self, plan: Any) -> dict[str, int]:
+        return {cost.primitive: cost.credits for cost in plan.credit_costs.all()}
+
+    def get_credits(self, plan: Any) -> dict[str, int | None] | None:
+        config = getattr(plan, "credits", None)
+        if config is None:
+            return None
+        return {
+            "perPeriod": config.per_period,
+            "rolloverCap": config.rollover_cap,
+            "rolloverDays": config.rollover_days,
+        }
 
     def get_overage(self, plan: Any) -> dict[str, str]:
         """The billed quotas' unit prices; a quota not listed blocks."""

@@ -1,15 +1,14 @@
-from importlib.metadata import PackageNotFoundError, version
-
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import self_service_urls, views
+from . import credits, self_service_urls, views
+from .docs import SchemaView, api_docs
 
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
     path("usage/events", views.UsageEventsView.as_view(), name="usage-events"),
     path("licenses/check", views.LicenseCheckView.as_view(), name="licenses-check"),
+    path("credit-packs", credits.CreditPackListView.as_view(), name="credit-packs"),
     path(
         "subscriptions/<str:subscription_id>/seats",
         views.SeatsView.as_view(),
@@ -50,33 +49,29 @@ endpoints = [
         name="user-usage-record-current",
     ),
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
+    path("users/<str:user_id>/billing/credits", credits.CreditsView.as_view(), name="user-credits"),
+    path(
+        "users/<str:user_id>/billing/credits/grants",
+        credits.CreditGrantView.as_view(),
+        name="user-credit-grants",
+    ),
+    path(
+        "users/<str:user_id>/billing/credits/ledger",
+        credits.CreditLedgerView.as_view(),
+        name="user-credit-ledger",
+    ),
 ]
 
-
-def _version() -> str:
-    try:
-        return version("billing_app")
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        return ""
-
-
-# The schema covers the app's endpoints only, not the host project's other views. OpenAPI
-# 3.1: JSON Schema proper, which can say that the keys of an object are primitive slugs.
-schema = SpectacularAPIView.as_view(
+# The schema covers the app's endpoints only, not the host project's other views.
+schema = SchemaView.as_view(
     patterns=[
         path("v1/", include(endpoints)),
         path("billing/", include(self_service_urls.endpoints)),
-    ],
-    custom_settings={
-        "OAS_VERSION": "3.1.0",
-        "TITLE": "billing_app",
-        "DESCRIPTION": "Operator API (`/v1/`) and customer self-service (`/billing/`).",
-        "VERSION": _version(),
-    },
+    ]
 )
 
 urlpatterns = [
     *endpoints,
     path("schema/", schema, name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="billing:schema"), name="docs"),
+    path("docs/", api_docs, name="docs"),
 ]

@@ -8,7 +8,9 @@ from ..models import AccountKit, Plan
 
 
 def plan_list() -> QuerySet[Plan]:
-    return Plan.objects.select_related("account_kit").prefetch_related("quotas", "features")
+    return Plan.objects.select_related("account_kit", "credits").prefetch_related(
+        "quotas", "features", "credit_costs"
+    )
 
 
 def account_kit_list() -> QuerySet[AccountKit]:

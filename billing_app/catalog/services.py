@@ -11,9 +11,25 @@ from typing import Any
 from django.db import transaction
 
 from ..entitlements import entitlements_changed_for_kit, entitlements_changed_for_plan
-from ..models import AccountKit, KitPrimitive, Plan, PlanFeature, PlanQuota
+from ..models import (
+    AccountKit,
+    KitPrimitive,
+    Plan,
+    PlanCreditCost,
+    PlanCredits,
+    PlanFeature,
+    PlanQuota,
+)
 from ..periods import PERIODS, parse_cadence
-from ..validation import MAX_INT, UNSET, check_count, check_primitive, full_clean, invalid
+from ..validation import (
+    MAX_INT,
+    UNSET,
+    check_count,
+    check_feature,
+    check_primitive,
+    full_clean,
+    invalid,
+)
 
 
 def account_kit_get(*, ref: str | int) -> AccountKit:
@@ -75,6 +91,8 @@ def plan_upsert(
     active: bool = UNSET,
     overage: Mapping[str, Any] = UNSET,
     stripe_meter_event: str = UNSET,
+    credit_costs: Mapping[str, int] = UNSET,
+    credits: Mapping[str, Any] | None = UNSET,
 ) -> tuple[Plan, bool]:
     """Create or update the plan ``key``. Arguments left UNSET keep their current value.
 
@@ -82,6 +100,9 @@ def plan_upsert(
     ``per_seat`` names the quotas that count per seat (limit x seats); ``overage`` (slug ->
     unit price in minor units) makes those quotas soft: calls go on past them and the
     excess is billed; the others block. ``features`` replaces the plan's feature set.
+    ``credit_costs`` (slug -> credits per unit) makes those primitives draw credits, and
+    ``credits`` (``{"per_period", "rollover_cap", "rollover_days"}``, or None for none) gives
+    the plan's customers credits every billing period; each replaces what was there.
     """
     changes: dict[str, Any] = {"name": name}
     if stripe_meter_event is not UNSET:
@@ -128,13 +149,22 @@ def plan_upsert(
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
     wanted_features = (
-        None if features is UNSET else {_check_feature(feature) for feature in features}
+        None if features is UNSET else {check_feature("features", feature) for feature in features}
     )
     if overage is not UNSET:
         overage = {
             check_primitive("overage", primitive): _unit_price(primitive, price)
             for primitive, price in overage.items()
         }
+    if credit_costs is not UNSET:
+        credit_costs = {
+            check_primitive("credit_costs", primitive): check_count(
+                "credit_costs", cost, what=f"the credit cost of {primitive}", minimum=1
+            )
+            for primitive, cost in credit_costs.items()
+        }
+    if credits is not UNSET and credits is not None:
+        credits = _plan_credits(credits)
 
     plan = Plan.objects.select_for_update().filter(key=key).first()
     created = plan is None
@@ -169,21 +199,32 @@ def plan_upsert(
         held = set(plan.features.values_list("feature", flat=True))
         for feature in sorted(wanted_features - held):
             PlanFeature.objects.create(plan=plan, feature=feature)
+    if credit_costs is not UNSET:
+        plan.credit_costs.exclude(primitive__in=credit_costs).delete()
+        for primitive, cost in credit_costs.items():
+            PlanCreditCost.objects.update_or_create(
+                plan=plan, primitive=primitive, defaults={"credits": cost}
+            )
+    if credits is None:
+        PlanCredits.objects.filter(plan=plan).delete()
+    elif credits is not UNSET:
+        PlanCredits.objects.update_or_create(plan=plan, defaults=credits)
     entitlements_changed_for_plan(plan=plan)
     return plan, created
 
 
-def _check_feature(feature: Any) -> str:
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_slug
-
-    try:
-        if not isinstance(feature, str) or not 0 < len(feature) <= 64:
-            raise ValidationError("not a short string")
-        validate_slug(feature)
-    except ValidationError:
-        raise invalid("features", f"{feature!r} is not a feature slug such as 'sso'.") from None
-    return feature
+def _plan_credits(credits: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(credits) - {"per_period", "rollover_cap", "rollover_days"}
+    if unknown:
+        raise invalid("credits", f"Unknown fields: {', '.join(sorted(unknown))}.")
+    checked = {
+        "per_period": check_count("credits", credits.get("per_period", 0), what="perPeriod"),
+        "rollover_cap": check_count("credits", credits.get("rollover_cap", 0), what="rolloverCap"),
+        "rollover_days": credits.get("rollover_days"),
+    }
+    if checked["rollover_days"] is not None:
+        check_count("credits", checked["rollover_days"], what="rolloverDays", maximum=3660)
+    return checked
 
 
 def _unit_price(primitive: str, price: Any) -> Decimal:

@@ -14,6 +14,7 @@ which calls it. The default:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -67,10 +68,15 @@ def default_customer_resolver(request: Any) -> Any:
     return None
 
 
+@lru_cache(maxsize=8)
+def _resolver(path: str) -> Any:
+    return import_string(path)
+
+
 def resolve_customer(request: Any) -> Any:
     """The customer of ``request``, by ``BILLING_CUSTOMER_RESOLVER``; CustomerRequired when
     there is none."""
-    customer = import_string(billing_settings.CUSTOMER_RESOLVER)(request)
+    customer = _resolver(billing_settings.CUSTOMER_RESOLVER)(request)
     if customer is None:
         raise CustomerRequired("This request needs an authenticated customer.")
     return customer

@@ -14,7 +14,7 @@ from ..conf import billing_settings, customer_id_json, customer_model
 from ..models import UsageAlert
 from ..outbox import services as outbox
 from ..periods import Window
-from ..signals import usage_threshold_crossed
+from ..signals import credit_balance_low, usage_threshold_crossed
 
 
 def note(
@@ -71,3 +71,56 @@ def _claim(
         )
 
     transaction.on_commit(send)
+
+
+def credits_note(*, customer_id: Any, before: int, after: int, granted: int, since: Any) -> None:
+    """Send the low-balance alerts of the thresholds that ``before`` -> ``after`` crossed
+    (downwards), once per threshold since the active grants last changed."""
+    if granted <= 0 or since is None:
+        return
+    for threshold in billing_settings.CREDIT_ALERT_THRESHOLDS:
+        if after <= threshold * granted < before:
+            _claim_credits(customer_id, Decimal(str(threshold)), after, granted, since)
+
+
+def _claim_credits(
+    customer_id: Any, threshold: Decimal, balance: int, granted: int, since: Any
+) -> None:
+    try:
+        with transaction.atomic():
+            UsageAlert.objects.create(
+                customer_id=customer_id,
+                primitive=CREDITS,
+                window_start=since,
+                threshold=threshold,
+                usage=balance,
+                limit=granted,
+            )
+            outbox.webhook_add(
+                "credits.low",
+                key=f"billing-credits-{customer_id}-{since:%Y%m%dT%H%M%S%f}-{threshold}",
+                data={
+                    "customerId": customer_id_json(customer_id),
+                    "threshold": float(threshold),
+                    "balance": balance,
+                    "granted": granted,
+                },
+            )
+    except IntegrityError:
+        return
+
+    def send() -> None:
+        customer = customer_model()._default_manager.get(pk=customer_id)
+        credit_balance_low.send(
+            sender=UsageAlert,
+            customer=customer,
+            threshold=float(threshold),
+            balance=balance,
+            granted=granted,
+        )
+
+    transaction.on_commit(send)
+
+
+# The primitive name credit alerts are kept under (no primitive slug can start with "_").
+CREDITS = "_credits"

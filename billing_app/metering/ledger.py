@@ -1,31 +1,37 @@
-"""The usage ledger: the only writer of usage events, counters, rate counters and
-idempotency keys.
+"""The usage ledger: the only writer of usage events, counters, rate counters, idempotency
+keys, and of the credit draws metered calls make.
 
 A reservation admits a call only when, in one decision taken by the database:
 
 - the customer's entitlement version is still the one the caller decided with,
 - the kit's per-minute rate has room (when the primitive has one),
 - the window's counter stays within the quota (``used + n <= limit``),
+- the customer's credit balance covers the call (when the primitive costs credits),
 
-and then raises the counters and writes the event. On PostgreSQL an unkeyed reservation
-(every metered call) is one statement in autocommit, its parts chained by data-modifying
-CTEs: one round trip, no transaction to open or close. A keyed one, one under both a rate
-and a quota, and every one on SQLite (which has no data-modifying CTEs; it runs in process,
-so statements cost no round trip), runs the same conditional statements in a short
-transaction instead.
+and then raises the counters, draws the credits and writes the event: a chain of gates,
+each taking its input from the one before, so a refusal writes nothing after it. On
+PostgreSQL an unkeyed reservation (every metered call) is one statement in autocommit, the
+gates chained by data-modifying CTEs: one round trip, no transaction to open or close. A
+statement cannot roll back part of itself, so when a later gate refuses after an earlier
+one has written, the statement fails on purpose (a division by zero, SQLSTATE 22012) and
+PostgreSQL rolls all of it back. A keyed reservation, and every one on SQLite (which has no
+data-modifying CTEs; it runs in process, so statements cost no round trip), runs the same
+gates as statements in a short transaction instead.
 
-Counters always equal the sum of their window's events: both change in the same statement
-or transaction, including the refund of a failed call.
+Counters always equal the sum of their window's events and balances the sum of their
+entries: each changes in the same statement or transaction as the other, including the
+refund of a failed call.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from django.db import DataError, connection, transaction
@@ -34,7 +40,15 @@ from django.utils import timezone
 
 from ..conf import customer_model
 from ..exceptions import Conflict, InvalidInput
-from ..models import EntitlementVersion, IdempotencyKey, RateCounter, UsageCounter, UsageEvent
+from ..models import (
+    CreditBalance,
+    CreditEntry,
+    EntitlementVersion,
+    IdempotencyKey,
+    RateCounter,
+    UsageCounter,
+    UsageEvent,
+)
 from ..periods import Window, minute_window
 
 MAX_BIGINT = 2**63 - 1
@@ -46,6 +60,10 @@ class Outcome(enum.Enum):
     STALE = "stale"  # the entitlement changed: rebuild it and try again
     OVER_RATE = "over_rate"
     OVER_QUOTA = "over_quota"
+    OVER_CREDITS = "over_credits"
+    # The balance is not up to date (a grant has started or expired since): bring it up to
+    # date (``credits.credits_refresh``) and try again.
+    CREDITS_STALE = "credits_stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,9 @@ class Reservation:
     # True when it was written inside a transaction the caller had open: a rollback of
     # that transaction undoes it, and nothing else may.
     in_transaction: bool = False
+    # The credits it drew, and the balance they left.
+    credits: int | None = None
+    balance: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,7 @@ class Attempt:
     reservation: Reservation | None = None
     used: int = 0  # the counter as the refusal found it
     calls: int = 0  # the per-minute counter as the refusal found it
+    balance: int = 0  # the credit balance as the refusal found it
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +109,8 @@ class Request:
     window: Window
     limit: int | None  # None: unlimited (or billed past it: overage)
     rate: int | None = None  # calls per minute, None: no rate limit
+    quota: int | None = None  # the quota to report, even when usage past it is billed
+    credits: int | None = None  # what the use costs in credits, None: it draws none
     idempotency_key: str = ""
     fingerprint: str = ""
 
@@ -103,12 +127,7 @@ def fingerprint(*parts: Any) -> str:
 def reserve(request: Request) -> Attempt:
     """Admit and record one use, or say why not. Never raises for a refusal; every
     outcome but STALE was decided against the entitlement version the caller holds."""
-    # Under both a rate and a quota the rate's slot is taken before the quota decides. In
-    # one autocommitted statement a quota refusal would hold that slot until it is given
-    # back, refusing concurrent calls the rate had room for; in a transaction the refusal
-    # rolls it back while those calls wait on the row.
-    both = request.rate is not None and request.limit is not None
-    if connection.vendor == "postgresql" and not request.idempotency_key and not both:
+    if connection.vendor == "postgresql" and not request.idempotency_key:
         return _reserve_in_one_statement(request)
     return _reserve_in_transaction(request)
 
@@ -130,6 +149,8 @@ def _params(request: Request, now: datetime) -> dict[str, Any]:
         "key": request.idempotency_key,
         "minute": adapt(minute_window(now).start),
         "rate": request.rate or 0,
+        "credits": request.credits or 0,
+        "draw": -(request.credits or 0),
     }
 
 
@@ -141,11 +162,13 @@ def _tables() -> dict[str, str]:
         "events": UsageEvent._meta.db_table,
         "rates": RateCounter._meta.db_table,
         "keys": IdempotencyKey._meta.db_table,
+        "balances": CreditBalance._meta.db_table,
+        "entries": CreditEntry._meta.db_table,
     }
 
 
-# The parts, shared by both ways of running them. Each conditional write takes its input
-# from the part before it, so a refusal anywhere writes nothing after it.
+# The gates, shared by both ways of running them. ``{source}`` is where a gate takes its
+# input from: the gate before it, so a refusal anywhere writes nothing after it.
 _VERSION_OK = (
     "COALESCE((SELECT version FROM {versions} WHERE customer_id = %(customer)s), 0) = %(version)s"
 )
@@ -166,6 +189,12 @@ _COUNTER = (
     "SET used = c.used + excluded.used WHERE c.used <= %(room)s "
     "RETURNING used"
 )
+_CREDIT = (
+    "UPDATE {balances} SET balance = balance - %(credits)s "
+    "WHERE customer_id = %(customer)s AND balance >= %(credits)s "
+    "AND (valid_until IS NULL OR valid_until > %(recorded_at)s) {source} "
+    "RETURNING balance"
+)
 _EVENT = (
     "INSERT INTO {events} "
     "(customer_id, primitive, quantity, occurred_at, recorded_at, window_start, idempotency_key) "
@@ -173,54 +202,101 @@ _EVENT = (
     "%(window_start)s, %(key)s {source} "
     "RETURNING id"
 )
+_DRAW = (
+    "INSERT INTO {entries} (customer_id, delta, kind, event_id, primitive, at) "
+    "SELECT %(customer)s, %(draw)s, 'draw', {event_id}, %(primitive)s, %(recorded_at)s {source}"
+)
 _USED = (
     "SELECT used FROM {counters} WHERE customer_id = %(customer)s "
     "AND primitive = %(primitive)s AND window_start = %(window_start)s"
 )
+# The division by zero that rolls a statement back (22012). It divides by a count the
+# planner cannot know, so it happens only when the CASE takes that branch.
+DIVISION_BY_ZERO = "22012"
 
 
-def _sql(template: str, source: str) -> str:
-    return template.format(source=source, **_tables())
+def _sql(template: str, source: str, **names: str) -> str:
+    return template.format(source=source, **_tables(), **names)
 
 
 @cache
-def _one_statement(with_rate: bool) -> str:
-    """The PostgreSQL reservation: version, rate, counter and event in one statement,
-    answering (version ok, calls this minute, used after, event id, used as found)."""
+def _one_statement(with_rate: bool, with_credits: bool) -> str:
+    """The PostgreSQL reservation in one statement, answering (version ok, calls this
+    minute, used after, balance after, event id, used as found)."""
     parts = ["fresh AS (SELECT 1 AS ok WHERE " + _sql(_VERSION_OK, "") + ")"]
+    written = []
+    gate = "FROM fresh"
     if with_rate:
-        parts.append("rate AS (" + _sql(_RATE, "FROM fresh") + ")")
-    gate = "FROM rate" if with_rate else "FROM fresh"
+        parts.append("rate AS (" + _sql(_RATE, gate) + ")")
+        gate, written = "FROM rate", ["rate"]
     parts.append("counter AS (" + _sql(_COUNTER, gate + " WHERE %(room)s >= 0") + ")")
-    parts.append("event AS (" + _sql(_EVENT, "FROM counter") + ")")
+    gate = "FROM counter"
+    written.append("counter")
+    if with_credits:
+        parts.append("credit AS (" + _sql(_CREDIT, "AND EXISTS (SELECT 1 FROM counter)") + ")")
+        gate = "FROM credit"
+    parts.append("event AS (" + _sql(_EVENT, gate) + ")")
+    if with_credits:
+        parts.append("draw AS (" + _sql(_DRAW, "FROM event", event_id="id") + ")")
+    # A gate refused after an earlier one wrote: fail, so that nothing remains of it.
+    any_written = " OR ".join(f"EXISTS (SELECT 1 FROM {name})" for name in written)
+    undo = (
+        f"CASE WHEN NOT EXISTS (SELECT 1 FROM event) AND ({any_written}) "
+        "THEN 1 / (SELECT count(*) FROM event) END"
+    )
     calls = "(SELECT calls FROM rate)" if with_rate else "NULL"
+    balance = "(SELECT balance FROM credit)" if with_credits else "NULL"
     return (
         "WITH "
         + ", ".join(parts)
-        + f" SELECT (SELECT ok FROM fresh), {calls}, (SELECT used FROM counter), "
+        + f" SELECT (SELECT ok FROM fresh), {calls}, (SELECT used FROM counter), {balance}, "
         + "(SELECT id FROM event), ("
         + _sql(_USED, "")
-        + ")"
+        + f"), {undo}"
     )
 
 
 def _reserve_in_one_statement(request: Request) -> Attempt:
     in_transaction = connection.in_atomic_block
-    with connection.cursor() as cursor:
-        try:
-            cursor.execute(
-                _one_statement(request.rate is not None), _params(request, timezone.now())
-            )
-        except DataError:
-            raise _overflow() from None
-        fresh, calls, used, event_id, found = cursor.fetchone()
+    statement = _one_statement(request.rate is not None, request.credits is not None)
+    # In autocommit a failing statement rolls back alone; inside the caller's transaction
+    # a savepoint keeps that transaction usable.
+    guard = transaction.atomic() if in_transaction else nullcontext()
+    try:
+        with guard, _server_bound_cursor() as cursor:
+            cursor.execute(statement, _params(request, timezone.now()))
+            fresh, calls, used, balance, event_id, found, _ = cursor.fetchone()
+    except DataError as error:
+        if _sqlstate(error) == DIVISION_BY_ZERO:
+            return _diagnose(request)
+        raise _overflow() from None
     if not fresh:
         return Attempt(Outcome.STALE)
     if request.rate is not None and calls is None:
         return Attempt(Outcome.OVER_RATE, calls=request.rate, used=found or 0)
     if event_id is None:
-        return _refused_by_counter(request, found or 0, rate_taken=True)
-    return Attempt(Outcome.RESERVED, _reservation(request, event_id, used, in_transaction))
+        return _refused_by_counter(request, found or 0)
+    reservation = _reservation(request, event_id, used, in_transaction, balance)
+    return Attempt(Outcome.RESERVED, reservation)
+
+
+@contextmanager
+def _server_bound_cursor() -> Iterator[Any]:
+    """A psycopg cursor that sends the parameters apart from the statement (server-side
+    binding) on Django's own connection, in its transaction state. Django's cursors bind
+    on the client, which for this statement's twenty parameters costs more client CPU than
+    the rest of a metered call; the statement is the same either way. It is not prepared,
+    so PgBouncer in transaction mode works. Django's execute wrappers and query log do not
+    see it."""
+    import psycopg  # only on PostgreSQL: the app does not require it
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
+def _sqlstate(error: Exception) -> str | None:
+    return getattr(error.__cause__, "sqlstate", None)
 
 
 class _Refused(Exception):
@@ -231,12 +307,13 @@ class _Refused(Exception):
 
 
 def _reserve_in_transaction(request: Request) -> Attempt:
-    """The same decision as statements in a transaction. The first statement writes, so
+    """The same gates as statements in a transaction. The first statement writes, so
     SQLite takes its write lock at once instead of upgrading a read lock later."""
     now = timezone.now()
     params = _params(request, now)
     in_transaction = connection.in_atomic_block
     fresh = "WHERE " + _sql(_VERSION_OK, "")
+    balance = None
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             if request.idempotency_key and not _claim_key(cursor, request, now):
@@ -249,19 +326,54 @@ def _reserve_in_transaction(request: Request) -> Attempt:
             counted = cursor.fetchone()
             if counted is None:
                 raise _Refused(Outcome.OVER_QUOTA)
+            if request.credits is not None:
+                cursor.execute(_sql(_CREDIT, ""), params)
+                drawn = cursor.fetchone()
+                if drawn is None:
+                    raise _Refused(Outcome.OVER_CREDITS)
+                balance = drawn[0]
             cursor.execute(_sql(_EVENT, ""), params)
             (event_id,) = cursor.fetchone()
+            if request.credits is not None:
+                cursor.execute(_sql(_DRAW, "", event_id=str(int(event_id))), params)
     except DataError:
         raise _overflow() from None
     except _Refused as refused:
         if refused.outcome is Outcome.DUPLICATE:
             return Attempt(Outcome.DUPLICATE, replay(request))
-        if version_of(request.customer_id) != request.version:
-            return Attempt(Outcome.STALE)
-        if refused.outcome is Outcome.OVER_RATE:
-            return Attempt(Outcome.OVER_RATE, calls=request.rate or 0, used=_used(request))
-        return _refused_by_counter(request, _used(request), rate_taken=False)
-    return Attempt(Outcome.RESERVED, _reservation(request, event_id, counted[0], in_transaction))
+        return _diagnose(request)
+    reservation = _reservation(request, event_id, counted[0], in_transaction, balance)
+    return Attempt(Outcome.RESERVED, reservation)
+
+
+def _diagnose(request: Request) -> Attempt:
+    """Which gate refused, once the refusal has rolled back: read what it read."""
+    if version_of(request.customer_id) != request.version:
+        return Attempt(Outcome.STALE)
+    used = _used(request)
+    if request.rate is not None and _calls_this_minute(request) >= request.rate:
+        return Attempt(Outcome.OVER_RATE, calls=request.rate, used=used)
+    if request.limit is not None and used + request.quantity > request.limit:
+        return Attempt(Outcome.OVER_QUOTA, used=used)
+    if request.credits is not None:
+        row = CreditBalance.objects.filter(customer_id=request.customer_id).first()
+        if row is None or (row.valid_until is not None and row.valid_until <= timezone.now()):
+            return Attempt(Outcome.CREDITS_STALE)
+        if row.balance < request.credits:
+            return Attempt(Outcome.OVER_CREDITS, used=used, balance=row.balance)
+    if request.limit is None and used > MAX_BIGINT - request.quantity:
+        raise _overflow()  # an unlimited counter refuses only when it would overflow
+    # The state moved between the refusal and this read: decide again.
+    return Attempt(Outcome.STALE)
+
+
+def _calls_this_minute(request: Request) -> int:
+    row = RateCounter.objects.filter(
+        customer_id=request.customer_id, primitive=request.primitive
+    ).first()
+    if row is None or row.minute != minute_window(timezone.now()).start:
+        return 0
+    return row.calls
 
 
 def _claim_key(cursor: Any, request: Request, now: datetime) -> bool:
@@ -279,32 +391,19 @@ def _claim_key(cursor: Any, request: Request, now: datetime) -> bool:
     return cursor.fetchone() is not None
 
 
-def _refused_by_counter(request: Request, used: int, *, rate_taken: bool) -> Attempt:
-    """``rate_taken``: the refusal left the rate's slot taken (the one statement commits
-    it); a rolled back transaction has given it back already."""
-    if rate_taken and request.rate is not None:
-        _rate_give_back(request)
+def _refused_by_counter(request: Request, used: int) -> Attempt:
     if request.limit is None:
         raise _overflow()  # an unlimited counter refuses only when it would overflow
     return Attempt(Outcome.OVER_QUOTA, used=used)
-
-
-def _rate_give_back(request: Request) -> None:
-    """A call the quota refused after the rate admitted it was not made: give its
-    per-minute slot back, so the rate counts admitted calls only."""
-    RateCounter.objects.filter(
-        customer_id=request.customer_id,
-        primitive=request.primitive,
-        minute=minute_window(timezone.now()).start,
-        calls__gt=0,
-    ).update(calls=F("calls") - 1)
 
 
 def _overflow() -> InvalidInput:
     return InvalidInput({"quantity": ["The window's counter cannot hold that much more."]})
 
 
-def _reservation(request: Request, event_id: int, used: int, in_transaction: bool) -> Reservation:
+def _reservation(
+    request: Request, event_id: int, used: int, in_transaction: bool, balance: int | None
+) -> Reservation:
     return Reservation(
         event_id=event_id,
         customer_id=request.customer_id,
@@ -315,6 +414,9 @@ def _reservation(request: Request, event_id: int, used: int, in_transaction: boo
         occurred_at=request.occurred_at,
         idempotency_key=request.idempotency_key,
         in_transaction=in_transaction,
+        credits=request.credits,
+        balance=balance,
+        limit=request.quota,
     )
 
 
@@ -377,7 +479,7 @@ def replay(request: Request) -> Reservation:
 
 def refund(reservation: Reservation) -> None:
     """Undo a reservation whose call failed: its event goes, its counter comes down, its
-    idempotency key is forgotten (so a retry with it is recorded)."""
+    idempotency key is forgotten (so a retry with it is recorded), its credits come back."""
     if reservation.duplicate:
         return
     tables = _tables()
@@ -403,6 +505,19 @@ def refund(reservation: Reservation) -> None:
             IdempotencyKey.objects.filter(
                 customer_id=reservation.customer_id, key=reservation.idempotency_key
             ).delete()
+        if reservation.credits:
+            # Entries are append-only: the draw stays, and a refund entry answers it.
+            CreditEntry.objects.create(
+                customer_id=reservation.customer_id,
+                delta=reservation.credits,
+                kind=CreditEntry.Kind.REFUND,
+                event_id=reservation.event_id,
+                primitive=reservation.primitive,
+                at=timezone.now(),
+            )
+            CreditBalance.objects.filter(customer_id=reservation.customer_id).update(
+                balance=F("balance") + reservation.credits
+            )
 
 
 # --- batches ---------------------------------------------------------------------------
@@ -434,7 +549,7 @@ def ingest(
     now = adapt(timezone.now())
     tables = _tables()
     markers = [_marker(item) for item in items]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), _batch_cursor() as cursor:
         claimed = _claim_keys(cursor, items, markers, now)
         # Unkeyed events, and the first of each key this batch claimed.
         to_write, taken = [], set()
@@ -444,12 +559,13 @@ def ingest(
                 taken.add(marker)
         ids: dict[int, int] = {}
         if to_write:
+            db_ids = {c: customer_db_value(c) for c in {items[i].customer_id for i in to_write}}
             source, params = rows_source(
                 UsageEvent,
                 EVENT_COLUMNS,
                 [
                     (
-                        customer_db_value(items[i].customer_id),
+                        db_ids[items[i].customer_id],
                         items[i].primitive,
                         items[i].quantity,
                         adapt(items[i].occurred_at),
@@ -485,6 +601,13 @@ def ingest(
             same = first_fingerprint == item.fingerprint
             results.append(("duplicate" if same else "conflict", event_id))
     return results, after
+
+
+def _batch_cursor() -> Any:
+    """On PostgreSQL the batch's arrays go as parameters apart from the statement, in
+    psycopg's binary format: dumping thousands of timestamps as text costs more than the
+    insert."""
+    return _server_bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
 
 
 EVENT_COLUMNS = (
@@ -537,6 +660,8 @@ def _known_keys(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[in
     """The first event and fingerprint of keys recorded before this batch."""
     if not markers:
         return {}
+    if connection.vendor == "postgresql":
+        return _known_keys_joined(markers)
     customers = {c for c, _ in markers}
     keys = {k for _, k in markers}
     fingerprints = {
@@ -552,6 +677,24 @@ def _known_keys(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[in
         ).values_list("customer_id", "idempotency_key", "pk")
     }
     return {m: (events[m], fingerprints[m]) for m in markers}
+
+
+def _known_keys_joined(markers: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+    """The same in one statement: the markers as two arrays, joined to keys and events."""
+    tables = _tables()
+    kind = _array_type(IdempotencyKey._meta.get_field("customer").db_type(connection) or "")
+    pk = _customer_pk()
+    customers = [pk.to_python(c) for c, _ in markers]
+    with _server_bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT k.customer_id, k.key, e.id, k.fingerprint "
+            f"FROM unnest(%b::{kind}[], %b::varchar[]) AS m (customer_id, key) "
+            f"JOIN {tables['keys']} k ON k.customer_id = m.customer_id AND k.key = m.key "
+            f"JOIN {tables['events']} e ON e.customer_id = k.customer_id "
+            "AND e.idempotency_key = k.key",
+            [customers, [k for _, k in markers]],
+        )
+        return {(str(c), k): (event_id, f) for c, k, event_id, f in cursor.fetchall()}
 
 
 def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Window], int]:
@@ -593,14 +736,14 @@ def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Wi
 
 
 def rows_source(model: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Any:
-    """``rows`` as the source of an ``INSERT`` (or an ``UPDATE ... FROM``), and its
-    parameters. On PostgreSQL one array per column, as Django's bulk_create does: psycopg
-    binds on the client and splitting a statement at thousands of placeholders costs more
-    than the insert."""
+    """``rows`` as the source of an ``INSERT``, and its parameters. On PostgreSQL one array
+    per column in psycopg's binary format (for the server-bound cursor of
+    :func:`_batch_cursor`): a statement with thousands of placeholders, or arrays dumped
+    as quoted text, costs more than the insert."""
     if connection.vendor == "postgresql":
         by_name = {f.name: f for f in model._meta.concrete_fields}
         types = [_array_type(by_name[name].db_type(connection) or "") for name in names]
-        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
         return f"SELECT * FROM unnest({arrays})", [list(c) for c in zip(*rows, strict=True)]
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     return "SELECT * FROM (VALUES " + ", ".join([row] * len(rows)) + ") WHERE true", [
@@ -627,6 +770,11 @@ def _customer_pk() -> Any:
 
 def customer_db_value(customer_id: Any) -> Any:
     """A customer's key as the database takes it in raw SQL (a UUID is text on SQLite)."""
+    return _db_value(connection.vendor, customer_id)
+
+
+@lru_cache(maxsize=10_000)
+def _db_value(vendor: str, customer_id: Any) -> Any:
     pk = _customer_pk()
     return pk.get_db_prep_value(pk.to_python(customer_id), connection, prepared=False)
 

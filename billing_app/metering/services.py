@@ -24,6 +24,7 @@ from ..entitlements import Entitlement, entitlement_for, entitlement_is_current
 from ..exceptions import (
     BillingError,
     CallRefused,
+    InsufficientCredits,
     InvalidInput,
     PrimitiveNotAllowed,
     QuotaExceeded,
@@ -32,6 +33,7 @@ from ..exceptions import (
 )
 from ..periods import Window, minute_window
 from . import alerts, ledger
+from .credits import credits_refresh
 from .ledger import Outcome, Reservation
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -85,6 +87,7 @@ def usage_reserve(
             continue
         window = entitlement.window(at)
         quota = entitlement.quota(primitive, window)
+        cost = entitlement.credit_costs.get(primitive) if enforce else None
         attempt = ledger.reserve(
             ledger.Request(
                 customer_id=customer_id,
@@ -94,7 +97,9 @@ def usage_reserve(
                 occurred_at=at,
                 window=window,
                 limit=quota.limit if enforce and quota and not quota.billed else None,
+                quota=quota.limit if quota else None,
                 rate=entitlement.rate(primitive) if enforce and live else None,
+                credits=None if cost is None else cost * quantity,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
             )
@@ -104,6 +109,18 @@ def usage_reserve(
             continue
         if attempt.outcome is Outcome.OVER_RATE:
             raise rate_refusal(primitive=primitive, rate=attempt.calls, now=now)
+        if attempt.outcome is Outcome.CREDITS_STALE:
+            credits_refresh(customer_id=customer_id, at=now)
+            continue
+        if attempt.outcome is Outcome.OVER_CREDITS:
+            assert cost is not None
+            raise InsufficientCredits(
+                f"{quantity} {primitive} costs {cost * quantity} credits; "
+                f"{attempt.balance} are left.",
+                primitive=primitive,
+                balance=attempt.balance,
+                cost=cost * quantity,
+            )
         if attempt.outcome is Outcome.OVER_QUOTA:
             assert quota is not None
             raise quota_refusal(
@@ -113,26 +130,39 @@ def usage_reserve(
                 limit=quota.limit,
                 window=window,
             )
-        assert attempt.reservation is not None
-        reservation = replace(attempt.reservation, limit=quota.limit if quota else None)
-        if attempt.outcome is Outcome.RESERVED and alert:
+        reservation = attempt.reservation
+        assert reservation is not None
+        if attempt.outcome is Outcome.DUPLICATE:
+            reservation = replace(reservation, limit=quota.limit if quota else None)
+        elif alert:
             usage_alert(reservation=reservation)
         return reservation
     raise BillingError("The customer's entitlement kept changing; try again.")
 
 
 def usage_alert(*, reservation: Reservation) -> None:
-    """Send the usage alerts of the thresholds that a kept reservation crossed."""
-    if reservation.limit is None or reservation.duplicate:
+    """Send the usage and credit alerts of the thresholds that a kept reservation
+    crossed."""
+    if reservation.duplicate:
         return
-    alerts.note(
-        customer_id=reservation.customer_id,
-        primitive=reservation.primitive,
-        window=reservation.window,
-        before=reservation.used - reservation.quantity,
-        after=reservation.used,
-        limit=reservation.limit,
-    )
+    if reservation.limit is not None:
+        alerts.note(
+            customer_id=reservation.customer_id,
+            primitive=reservation.primitive,
+            window=reservation.window,
+            before=reservation.used - reservation.quantity,
+            after=reservation.used,
+            limit=reservation.limit,
+        )
+    if reservation.balance is not None and reservation.credits:
+        entitlement = entitlement_for(customer_id=reservation.customer_id)
+        alerts.credits_note(
+            customer_id=reservation.customer_id,
+            before=reservation.balance + reservation.credits,
+            after=reservation.balance,
+            granted=entitlement.credits_granted,
+            since=entitlement.credits_granted_since,
+        )
 
 
 def quota_refusal(
@@ -261,12 +291,11 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
     """Record a batch of reported usage (``POST /v1/usage/events``): one result per event,
     in order. A bad event fails alone with its field errors (``invalid``); the good ones
     land together. Validated by hand rather than with a serializer per event: this is the
-    bulk path. Reported usage is recorded past the quota (overage), but the kit and the
+    bulk path, and what events of a batch share (a customer, a timestamp) is parsed once.
+    Reported usage is recorded past the quota (overage), but the kit and the
     subscription's status apply as they do to a single report."""
-    now = timezone.now()
-    parsed: list[tuple[Any, dict[str, list[str]]]] = [
-        _parse_event(event, now=now) for event in events
-    ]
+    parser = _EventParser(timezone.now())
+    parsed = [parser.parse(event) for event in events]
     ids = {fields["customer_id"] for fields, errors in parsed if not errors}
     entitlements = _entitlements_of(ids)
     items: list[ledger.Item | dict[str, list[str]]] = []
@@ -279,7 +308,7 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
             items.append({"userId": [f"No customer with id {fields['raw_id']!r}."]})
             continue
         try:
-            admit(entitlement, primitive=fields["primitive"], at=now)
+            admit(entitlement, primitive=fields["primitive"], at=parser.now)
         except CallRefused as refused:
             items.append({"primitive": [f"{refused.code}: {refused.message}"]})
             continue
@@ -298,28 +327,27 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
         )
     good = [item for item in items if isinstance(item, ledger.Item)]
     outcomes, after = ledger.ingest(good)
+    added: dict[tuple[Any, str, Window], int] = {}
+    for item, (status, _) in zip(good, outcomes, strict=True):
+        if status == "created":
+            key = (item.customer_id, item.primitive, item.window)
+            added[key] = added.get(key, 0) + item.quantity
     for (customer_id, primitive, window), used in after.items():
-        added = sum(
-            i.quantity
-            for i, (status, _) in zip(good, outcomes, strict=True)
-            if status == "created"
-            and (i.customer_id, i.primitive, i.window) == (customer_id, primitive, window)
-        )
         quota = entitlements[customer_id].quota(primitive, window)
         if quota is not None:
             alerts.note(
                 customer_id=customer_id,
                 primitive=primitive,
                 window=window,
-                before=used - added,
+                before=used - added.get((customer_id, primitive, window), 0),
                 after=used,
                 limit=quota.limit,
             )
     results = []
     answers = iter(outcomes)
-    for index, item in enumerate(items):
-        if isinstance(item, dict):
-            results.append({"index": index, "status": "invalid", "errors": item})
+    for index, parsed_item in enumerate(items):
+        if isinstance(parsed_item, dict):
+            results.append({"index": index, "status": "invalid", "errors": parsed_item})
             continue
         status, event_id = next(answers)
         result: dict[str, Any] = {"index": index, "status": status, "id": event_id}
@@ -352,48 +380,83 @@ def _entitlements_of(customer_ids: set[Any]) -> dict[Any, Entitlement]:
     return found
 
 
-def _parse_event(event: Any, *, now: datetime) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    if not isinstance(event, dict):
-        return {}, {"event": ["An event is a JSON object."]}
-    errors: dict[str, list[str]] = {}
-    raw_id, primitive = event.get("userId"), event.get("primitive")
-    quantity, key = event.get("quantity", 1), event.get("idempotencyKey") or ""
-    customer_id = parse_customer_id(raw_id)
-    if customer_id is None:
-        errors["userId"] = [_id_error(raw_id)]
-    if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
-        errors["primitive"] = ["A primitive is a slug such as 'seo' or 'email.send'."]
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity < 2**63:
-        errors["quantity"] = ["A quantity is a positive integer below 2^63."]
-    if not isinstance(key, str) or len(key) > 255 or "\x00" in key:
-        errors["idempotencyKey"] = [
-            "An idempotency key is a string of at most 255 characters, without NUL."
-        ]
-    raw_time = event.get("timestamp")
-    at = now
-    if raw_time is not None:
+class _EventParser:
+    """Parses a batch's events; what events share is parsed once (ids, timestamps)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.integer_keys = customer_key_is_integer()
+        self.pk = customer_model()._meta.pk
+        self.ids: dict[Any, Any] = {}
+        self.times: dict[str, tuple[datetime | None, list[str] | None]] = {}
+
+    def parse(self, event: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        if not isinstance(event, dict):
+            return {}, {"event": ["An event is a JSON object."]}
+        errors: dict[str, list[str]] = {}
+        raw_id, primitive = event.get("userId"), event.get("primitive")
+        quantity, key = event.get("quantity", 1), event.get("idempotencyKey") or ""
+        customer_id = self._customer_id(raw_id)
+        if customer_id is None:
+            errors["userId"] = [_id_error(raw_id)]
+        if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
+            errors["primitive"] = ["A primitive is a slug such as 'seo' or 'email.send'."]
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity < 2**63:
+            errors["quantity"] = ["A quantity is a positive integer below 2^63."]
+        if not isinstance(key, str) or len(key) > 255 or "\x00" in key:
+            errors["idempotencyKey"] = [
+                "An idempotency key is a string of at most 255 characters, without NUL."
+            ]
+        raw_time = event.get("timestamp")
+        at = self.now
+        if raw_time is not None:
+            parsed, problem = self._time(raw_time)
+            if problem:
+                errors["timestamp"] = problem
+            else:
+                at = parsed  # type: ignore[assignment]
+        fields = {
+            "customer_id": customer_id,
+            "raw_id": raw_id,
+            "primitive": primitive,
+            "quantity": quantity,
+            "key": key,
+            "at": at,
+            "timestamp": raw_time,
+        }
+        return fields, errors
+
+    def _customer_id(self, value: Any) -> Any:
+        if self.integer_keys:
+            return value if type(value) is int and -(2**63) <= value < 2**63 else None
+        if not isinstance(value, str) or len(value) > 255:
+            return None
+        if value not in self.ids:
+            try:
+                self.ids[value] = self.pk.to_python(value)
+            except Exception:
+                self.ids[value] = None
+        return self.ids[value]
+
+    def _time(self, raw: Any) -> tuple[datetime | None, list[str] | None]:
+        if not isinstance(raw, str):
+            return None, ["An ISO 8601 date-time with a time zone."]
+        if raw not in self.times:
+            self.times[raw] = self._parse_time(raw)
+        return self.times[raw]
+
+    def _parse_time(self, raw: str) -> tuple[datetime | None, list[str] | None]:
         why = "An ISO 8601 date-time with a time zone."
         try:
-            parsed = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+            parsed = parse_datetime(raw)
         except ValueError as error:  # the shape of a date-time, but no such instant: say why
             parsed, why = None, f"Not a date-time: {str(error).rstrip('.')}."
         if parsed is None or parsed.tzinfo is None:
-            errors["timestamp"] = [why]
-        else:
-            try:
-                at = check_timestamp("timestamp", parsed, now=now)
-            except InvalidInput as error:
-                errors.update(error.fields)
-    fields = {
-        "customer_id": customer_id,
-        "raw_id": raw_id,
-        "primitive": primitive,
-        "quantity": quantity,
-        "key": key,
-        "at": at,
-        "timestamp": raw_time,
-    }
-    return fields, errors
+            return None, [why]
+        try:
+            return check_timestamp("timestamp", parsed, now=self.now), None
+        except InvalidInput as error:
+            return None, error.fields["timestamp"]
 
 
 _INTEGER_KEYS = {

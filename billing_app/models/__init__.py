@@ -10,6 +10,15 @@ from .catalog import (
     PrimitiveField,
     validate_primitive,
 )
+from .credits import (
+    CreditAutoTopUp,
+    CreditBalance,
+    CreditEntry,
+    CreditGrant,
+    CreditPack,
+    PlanCreditCost,
+    PlanCredits,
+)
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
 from .cycles import UsageRecord
 from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
@@ -27,6 +36,11 @@ __all__ = [
     "ENDED_STATUSES",
     "AccountKit",
     "BillingPeriod",
+    "CreditAutoTopUp",
+    "CreditBalance",
+    "CreditEntry",
+    "CreditGrant",
+    "CreditPack",
     "EntitlementVersion",
     "IdempotencyKey",
     "KitAssignment",
@@ -35,6 +49,8 @@ __all__ = [
     "OutboxMessage",
     "Period",
     "Plan",
+    "PlanCreditCost",
+    "PlanCredits",
     "PlanFeature",
     "PlanQuota",
     "PrimitiveField",

@@ -49,8 +49,10 @@ def backoff(attempts: int) -> timedelta:
 
 def message_add(*, kind: str, key: str, payload: dict[str, Any]) -> OutboxMessage:
     """Add a message once: the same key again is the same message."""
+    # The due time from the app's clock (the model's default would bypass a test's
+    # frozen clock: it holds the original function).
     message, _ = OutboxMessage.objects.get_or_create(
-        key=key, defaults={"kind": kind, "payload": payload}
+        key=key, defaults={"kind": kind, "payload": payload, "next_attempt_at": timezone.now()}
     )
     return message
 

@@ -20,10 +20,10 @@ from djstripe.settings import djstripe_settings
 
 from ..conf import billing_settings, stripe_api_key
 from ..exceptions import Conflict, InvalidInput, StripeNotApplied, StripeUnavailable
-from ..models import Plan, Problem, Subscription
+from ..models import CreditPack, Plan, Problem, Subscription
 from ..problems import problem_record
 from ..subscriptions import services as subscriptions
-from .sync import plain, stripe_id, subscription_apply
+from .sync import PACK_METADATA_KEY, plain, stripe_id, subscription_apply
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +182,26 @@ def subscription_reactivate(*, customer: Any) -> Subscription:
     sid = subscription.stripe_subscription_id
     answer = _call(stripe.Subscription.modify, sid, cancel_at_period_end=False)
     return _apply_answer(customer, answer, sid)
+
+
+def credit_pack_checkout_create(
+    *, customer: Any, pack_key: str, success_url: str, cancel_url: str
+) -> str:
+    """A Checkout Session in payment mode for a credit pack; its URL. The credits are
+    given by the webhook that says the session is paid (``stripe.sync.event_apply``)."""
+    pack = CreditPack.objects.filter(key=pack_key, active=True).exclude(stripe_price_id="").first()
+    if pack is None:
+        raise InvalidInput({"pack_key": [f"{pack_key!r} is not a credit pack on sale."]})
+    key = billing_settings.STRIPE_METADATA_KEY
+    metadata = {key: str(customer.pk), PACK_METADATA_KEY: pack.key}
+    session = _call(
+        stripe.checkout.Session.create,
+        mode="payment",
+        customer=customer_for(customer),
+        line_items=[{"price": pack.stripe_price_id, "quantity": 1}],
+        success_url=success_url,
+        cancel_url=cancel_url,
+        client_reference_id=str(customer.pk),
+        metadata=metadata,
+    )
+    return session["url"]

@@ -11,7 +11,7 @@ customer ends on Stripe's current state, and no lock is held while Stripe answer
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -23,7 +23,8 @@ from stripe.params import SubscriptionListParams
 
 from ..conf import billing_settings, customer_model, stripe_api_key
 from ..exceptions import StripeUnavailable
-from ..models import ENDED_STATUSES, Plan, Problem, Subscription
+from ..metering.credits import credits_grant
+from ..models import ENDED_STATUSES, CreditGrant, CreditPack, Plan, Problem, Subscription
 from ..problems import problem_clear, problem_record
 from ..subscriptions.services import subscription_set
 
@@ -292,8 +293,47 @@ def event_subscription_id(event: dict[str, Any]) -> str:
 
 def event_apply(event: dict[str, Any]) -> Subscription | None:
     """Apply a verified webhook event: the subscription it is about, as Stripe holds it
-    now (never the event's own, possibly stale, copy)."""
+    now (never the event's own, possibly stale, copy); or the credit pack a paid Checkout
+    Session bought."""
+    obj = (event.get("data") or {}).get("object") or {}
+    if event.get("type") in PAID_SESSION_EVENTS and obj.get("mode") == "payment":
+        credit_purchase_apply(stripe_id(obj.get("id")))
+        return None
     sid = event_subscription_id(event)
     if not sid:
         return None
     return subscription_sync(sid, event_id=str(event.get("id", "")))
+
+
+# The metadata key, on a credit pack's Checkout Session, that names the pack.
+PACK_METADATA_KEY = "billing_credit_pack"
+PAID_SESSION_EVENTS = frozenset(
+    {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
+)
+
+
+def credit_purchase_apply(session_id: str) -> CreditGrant | None:
+    """Give the credits of a paid credit-pack Checkout Session, once, whatever the number
+    and order of its events: the session is read from Stripe, and the grant is keyed by
+    the session's id."""
+    try:
+        session = plain(stripe.checkout.Session.retrieve(session_id, api_key=stripe_api_key()))
+    except stripe.StripeError as error:
+        logger.warning("Stripe refused to read %s: %s", session_id, error)
+        raise StripeUnavailable(f"Stripe could not be read: {type(error).__name__}") from None
+    metadata = session.get("metadata") or {}
+    pack = CreditPack.objects.filter(key=metadata.get(PACK_METADATA_KEY) or "").first()
+    customer = _customer(metadata.get(billing_settings.STRIPE_METADATA_KEY))
+    if session.get("payment_status") != "paid" or pack is None or customer is None:
+        return None
+    now = datetime.now(tz=UTC)
+    return credits_grant(
+        customer_id=customer.pk,
+        amount=pack.credits,
+        source=CreditGrant.Source.PURCHASE,
+        source_ref=f"checkout:{session_id}",
+        reason=f"Bought pack {pack.key}",
+        expires_at=now + timedelta(days=pack.expires_after_days)
+        if pack.expires_after_days
+        else None,
+    )

@@ -13,6 +13,8 @@ import jsonschema_rs
 import pytest
 from django.test import Client
 
+from billing_app.catalog.services import plan_upsert
+from billing_app.subscriptions.services import subscription_set
 from billing_app.testutils import subscribe
 
 from ..factories import PlanFactory
@@ -67,7 +69,7 @@ def test_the_document_is_the_same_every_time():
 
 def test_the_document_is_openapi_3_1_with_a_title(document):
     assert document["openapi"] == "3.1.0"
-    assert document["info"]["title"] == "billing_app"
+    assert document["info"]["title"] == "billing_app API"
 
 
 def test_operator_endpoints_take_an_operator_key_or_a_session_with_the_permission(document):
@@ -120,7 +122,14 @@ def test_errors_have_one_shape_each(document):
     }
     refusal = component(document, "Refusal")
     assert refusal["required"] == ["error", "message", "primitive"]
-    assert set(refusal["properties"]) == {"error", "message", "primitive", "usage", "resetsAt"}
+    assert set(refusal["properties"]) == {
+        "error",
+        "message",
+        "primitive",
+        "usage",
+        "credits",
+        "resetsAt",
+    }
     assert set(refusal["properties"]["usage"]["properties"]) == {"current", "limit"}
     usage = "/v1/users/{user_id}/billing/usage"
     assert body_schema(document, usage, "post", 429) == {"$ref": "#/components/schemas/Refusal"}
@@ -233,6 +242,20 @@ def test_an_inactive_subscription_refusal_is_documented(document, api, customer)
     )
 
     assert (response.status_code, response.json()["error"]) == (402, "subscription_inactive")
+    assert_documented(document, USAGE, "post", response)
+
+
+@pytest.mark.django_db
+def test_a_refusal_for_want_of_credits_is_documented(document, api, customer):
+    plan_upsert(key="developer", name="Developer", credit_costs={"seo": 2})
+    subscription_set(customer=customer, plan_key="developer")
+
+    response = api.post(
+        USAGE.replace("{user_id}", str(customer.pk)), {"primitive": "seo"}, format="json"
+    )
+
+    assert (response.status_code, response.json()["error"]) == (402, "insufficient_credits")
+    assert response.json()["credits"] == {"balance": 0, "cost": 2}
     assert_documented(document, USAGE, "post", response)
 
 

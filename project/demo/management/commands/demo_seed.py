@@ -1,4 +1,5 @@
-"""Loads the demo's plans, kits and tenant, and prints fresh keys (once) to try the API."""
+"""Loads the demo's plans, kits and tenant, and prints fresh keys (once) to try the API
+and the logins to try the billing page and the admin."""
 
 from typing import Any
 
@@ -9,6 +10,7 @@ from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
 from billing_app.subscriptions import services as subscriptions
 
+TENANT_PASSWORD = "tenant"
 PLANS = {
     "free": {"name": "Free", "quotas": {"seo": 10, "aeo": 5, "email.send": 20}},
     "pro": {"name": "Pro", "quotas": {"seo": 1000, "aeo": 250, "email.send": 5000}},
@@ -36,6 +38,10 @@ class Command(BaseCommand):
         if tenant is None:
             tenant = customers.customer_create(email="tenant@example.com")
         subscriptions.subscription_set(customer=tenant, plan_key="free", status="active")
+        if not tenant.has_usable_password():
+            # A person logs in as the tenant to see its billing page.
+            tenant.set_password(TENANT_PASSWORD)
+            tenant.save(update_fields=["password"])
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
 
@@ -44,6 +50,8 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nDemo data loaded: plans free and pro, kits kit_free and kit_pro,\n"
             f"tenant tenant@example.com (id {tenant.pk}) on the free plan.\n"
+            "Billing page: http://127.0.0.1:8000/billing/account/  "
+            f"(user {tenant.get_username()}, password {TENANT_PASSWORD})\n"
             "Admin: http://127.0.0.1:8000/admin/  (user admin, password admin)\n"
             "Keys, shown once (only their hashes are stored):\n"
             f"  export OPERATOR_KEY={operator_key}\n"

@@ -1,0 +1,83 @@
+"""The demo project: its home page, its login, and the seed that lets a person in."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
+from billing_app.conf import customer_is_user
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(not customer_is_user(), reason="the demo project bills its users"),
+]
+
+
+DEMO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@pytest.fixture
+def demo(settings):
+    """The demo's URLs, templates and login redirect, as project/settings.py has them."""
+    settings.ROOT_URLCONF = "project.urls"
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [DEMO_TEMPLATES]}]
+    settings.LOGIN_REDIRECT_URL = "/billing/account/"
+    return Client()
+
+
+def seed() -> str:
+    out = StringIO()
+    call_command("demo_seed", stdout=out)
+    return out.getvalue()
+
+
+def test_home_links_the_billing_page_the_admin_and_the_api_docs(demo):
+    response = demo.get("/")
+
+    assert response.status_code == 200
+    links = re.findall(r'href="([^"]+)"', response.content.decode())
+    assert {"/billing/account/", "/admin/", "/v1/docs/", "/accounts/login/"} <= set(links)
+
+
+def test_seed_prints_a_login_that_opens_the_billing_page(demo):
+    printed = seed()
+
+    user, password = re.search(
+        r"/billing/account/\s+\(user (\S+), password (\S+)\)", printed
+    ).groups()
+    response = demo.post("/accounts/login/", {"username": user, "password": password})
+    assert response.status_code == 302
+    assert response["Location"] == "/billing/account/"
+
+    page = demo.get("/billing/account/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Free" in html and 'progress max="10"' in html
+    assert "billing_app demo" in html  # the demo's layout, from its templates/
+    assert f"Signed in as {user}" in html
+
+
+def test_seed_again_keeps_the_login(demo):
+    seed()
+    printed = seed()
+
+    user, password = re.search(r"\(user (\S+), password (\S+)\)", printed).groups()
+    assert demo.login(username=user, password=password)
+    assert get_user_model().objects.filter(username=user).count() == 1
+
+
+def test_billing_page_asks_a_signed_out_visitor_to_log_in(demo):
+    seed()
+
+    response = demo.get("/billing/account/", follow=True)
+
+    assert response.redirect_chain == [("/accounts/login/?next=/billing/account/", 302)]
+    html = response.content.decode()
+    assert '<label for="id_username">' in html and '<label for="id_password">' in html
+    assert 'name="next" value="/billing/account/"' in html
