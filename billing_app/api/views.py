@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
@@ -297,6 +298,14 @@ class Pagination(CursorPagination):
     page_size = 20
     max_page_size = 100
     page_size_query_param = "pageSize"
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        # DRF checks a cursor's offset, not its position: a position the ordering field
+        # cannot take ("p=notadate") is an invalid cursor too, not a 500.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, TypeError, OverflowError):
+            raise exceptions.NotFound(self.invalid_cursor_message) from None
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
