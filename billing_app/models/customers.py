@@ -91,6 +91,10 @@ class PrefixedKeyManager(APIKeyManager[_Key]):
         if not key.startswith(scheme):
             raise self.model.DoesNotExist("Not a key of this kind.")
         prefix = key[len(scheme) :].partition(".")[0]
+        # Prefixes are letters and digits: anything else (a NUL PostgreSQL would refuse
+        # with an error) is no key, and never reaches the database.
+        if not (prefix.isascii() and prefix.isalnum()):
+            raise self.model.DoesNotExist("Not a key of this kind.")
         api_key = self.get_usable_keys().get(prefix=prefix)
         if not api_key.is_valid(key) or api_key.has_expired:
             raise self.model.DoesNotExist("Key is not valid.")
