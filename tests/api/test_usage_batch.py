@@ -241,6 +241,33 @@ def test_a_batch_that_is_not_a_list_of_1_to_1000_events_is_refused(api, body):
     assert not UsageEvent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[2**62, 2**62]],  # past the column within the batch
+        [[2**63 - 1], [1]],  # past it on top of the counter
+        [[2**63 - 2], [1, 1]],
+    ],
+    ids=["within", "on-top", "on-top-summed"],
+)
+def test_a_batch_past_the_counters_range_is_refused_and_changes_nothing(api, customer, batches):
+    """Each event is below 2^63, their sum is not: nothing of the batch is recorded (on
+    SQLite the counter would turn into a float, on PostgreSQL the statement would fail)."""
+    subscribe(customer, quotas={"seo": 5})
+    *earlier, last = batches
+    for quantities in earlier:
+        assert send(api, [event(customer, quantity=q) for q in quantities]).status_code == 200
+    before = list(UsageCounter.objects.values_list("used", flat=True)), UsageEvent.objects.count()
+
+    response = send(api, [event(customer, quantity=q) for q in last])
+
+    assert response.status_code == 400
+    assert response.json() == {"events": ["A counter cannot hold that much more usage."]}
+    after = list(UsageCounter.objects.values_list("used", flat=True)), UsageEvent.objects.count()
+    assert after == before
+    assert all(type(used) is int for used in after[0])
+
+
 def test_customers_may_not_ingest(customer, customer_client):
     response = customer_client.post(URL, {"events": [event(customer)]}, format="json")
 
