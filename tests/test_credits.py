@@ -244,6 +244,24 @@ def test_the_plans_credits_of_a_period_fill_what_the_balance_can_still_hold(cust
     assert CreditGrant.objects.get(source="plan").amount == MAX - 10
 
 
+def test_a_call_costing_more_than_any_balance_is_refused_for_want_of_credits(customer, api):
+    plan_upsert(key="dear", name="Dear", credit_costs={"seo": 2**62})
+    subscription_set(customer=customer, plan_key="dear")
+    credits_grant(customer_id=customer.pk, amount=MAX, source="manual", reason="all of it")
+
+    with pytest.raises(InsufficientCredits) as refused:
+        reserve(customer, quantity=2)
+    response = api.post(
+        f"/v1/users/{customer.pk}/billing/usage", {"primitive": "seo", "quantity": 3}, "json"
+    )
+
+    assert (refused.value.balance, refused.value.cost) == (MAX, 2**63)
+    assert response.status_code == 402
+    assert response.json()["credits"] == {"balance": MAX, "cost": 3 * 2**62}
+    assert balance_of(customer_id=customer.pk) == MAX
+    assert not CreditEntry.objects.filter(kind="draw").exists()
+
+
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("rate", [None, 1000])

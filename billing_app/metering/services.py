@@ -32,8 +32,9 @@ from ..exceptions import (
     SubscriptionInactive,
 )
 from ..periods import Window, minute_window
+from ..validation import MAX_BIGINT
 from . import alerts, ledger
-from .credits import credits_refresh
+from .credits import balance_of, credits_refresh
 from .ledger import Outcome, Reservation
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -88,6 +89,15 @@ def usage_reserve(
         window = entitlement.window(at)
         quota = entitlement.quota(primitive, window)
         cost = entitlement.credit_costs.get(primitive) if enforce else None
+        if cost is not None and cost * quantity > MAX_BIGINT:
+            # More than any balance can hold: refused as the balance would refuse it.
+            balance = balance_of(customer_id=customer_id)
+            raise InsufficientCredits(
+                f"{quantity} {primitive} costs {cost * quantity} credits; {balance} are left.",
+                primitive=primitive,
+                balance=balance,
+                cost=cost * quantity,
+            )
         attempt = ledger.reserve(
             ledger.Request(
                 customer_id=customer_id,
