@@ -3,6 +3,7 @@ service as the API; every page render only reads."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -21,19 +22,25 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from .catalog import services as catalog
 from .customers import services as customers
+from .cycles.pricing import decimal_text
+from .cycles.selectors import upcoming
 from .exceptions import BillingError, InvalidInput
 from .metering.selectors import usage_rollup
 from .models import (
     AccountKit,
+    AdvanceCharge,
     BillingPeriod,
+    GaugeEvent,
     KitAssignment,
     KitPrimitive,
     OperatorKey,
     OutboxMessage,
     Plan,
     PlanFeature,
+    PlanPrice,
     PlanQuota,
     Problem,
+    Product,
     QuotaGrant,
     Seat,
     Subscription,
@@ -123,9 +130,41 @@ class AccountKitAdmin(_ServiceSaveAdmin):
         return catalog.account_kit_upsert(key=obj.key, name=obj.name, primitives=primitives)[0]
 
 
+@admin.register(Product)
+class ProductAdmin(_ServiceSaveAdmin):
+    list_display = ["key", "name", "updated_at"]
+    search_fields = ["key", "name"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # plans point at it
+
+    def save_with_service(self, obj: Product, formsets: list[Any]) -> Product:
+        return catalog.product_upsert(key=obj.key, name=obj.name)[0]
+
+
 class PlanQuotaInline(admin.TabularInline):
     model = PlanQuota
     extra = 1
+
+
+PRICE_FIELDS = (
+    "primitive",
+    "model",
+    "unit_amount",
+    "package_size",
+    "tiers",
+    "included_quantity",
+    "payment_terms",
+)
+
+
+class PlanPriceInline(admin.TabularInline):
+    """Tiers are JSON: ``[{"up_to": 1000, "unit_amount": "0.5", "flat_amount": null},
+    {"up_to": null, "unit_amount": "0.4"}]``, ascending, the last unbounded."""
+
+    model = PlanPrice
+    extra = 0
+    fields = PRICE_FIELDS
 
 
 class PlanFeatureInline(admin.TabularInline):
@@ -138,24 +177,36 @@ class PlanAdmin(_ServiceSaveAdmin):
     list_display = [
         "key",
         "name",
+        "product",
         "account_kit",
         "period",
         "billing_cadence",
         "stripe_price_id",
         "active",
     ]
-    list_filter = ["active", "period"]
+    list_filter = ["active", "period", "product"]
+    list_select_related = ["product", "account_kit"]
     search_fields = ["key", "name", "stripe_price_id"]
-    inlines = [PlanQuotaInline, PlanFeatureInline]
+    inlines = [PlanQuotaInline, PlanPriceInline, PlanFeatureInline]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # retire a plan with "active" off: customers and records point at it
 
     def save_with_service(self, obj: Plan, formsets: list[Any]) -> Plan:
         quotas = _rows(formsets, PlanQuota)
+        fallback = obj.trial_fallback_plan
         return catalog.plan_upsert(
             key=obj.key,
             name=obj.name,
+            product_id=obj.product.key if obj.product else None,
+            invoice_display_name=obj.invoice_display_name,
+            minimum_commitment=obj.minimum_commitment,
+            trial_days=obj.trial_days,
+            trial_end_action=obj.trial_end_action,
+            trial_fallback_plan=fallback.key if fallback else None,
+            prices=[
+                {name: row.get(name) for name in PRICE_FIELDS} for row in _rows(formsets, PlanPrice)
+            ],
             account_kit_id=obj.account_kit.key if obj.account_kit else None,
             stripe_price_id=obj.stripe_price_id,
             period=obj.period,
@@ -163,7 +214,16 @@ class PlanAdmin(_ServiceSaveAdmin):
             currency=obj.currency,
             active=obj.active,
             stripe_meter_event=obj.stripe_meter_event,
-            quotas={row["primitive"]: row["limit"] for row in quotas},
+            quotas={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind", PlanQuota.Kind.COUNTER) == PlanQuota.Kind.COUNTER
+            },
+            gauges={
+                row["primitive"]: row["limit"]
+                for row in quotas
+                if row.get("kind") == PlanQuota.Kind.GAUGE
+            },
             per_seat=[row["primitive"] for row in quotas if row.get("per_seat")],
             overage={
                 row["primitive"]: row["overage_unit_price"]
@@ -216,18 +276,24 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "stripe_subscription_id",
         "usage",
         "quota_grants",
+        "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
         "status_changed_at",
+        "trial_start",
+        "trial_end",
     ]
     readonly_fields = [
         "usage",
         "quota_grants",
+        "upcoming_charges",
         "billing_cycle_anchor",
         "started_at",
         "ended_at",
         "status_changed_at",
+        "trial_start",
+        "trial_end",
     ]
     inlines = [PeriodInline, SeatInline]
     actions = ["change_plan"]
@@ -265,33 +331,23 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         rollup = usage_rollup(customer_id=obj.customer_id)
-        rows: list[tuple[Any, ...]] = []
-        for primitive in rollup.primitives():
-            used, limit = rollup.usage.get(primitive, 0), rollup.quotas.get(primitive)
-            percent = _percent(used, limit)
-            color = "#ba2121" if percent >= 100 else "#417690"
-            if limit is None:
-                rows.append((primitive, used, "unlimited", percent, percent, color, "unlimited"))
-            else:
-                left = f"{max(0, limit - used)} left"
-                rows.append((primitive, used, limit, percent, percent, color, left))
-        bars = format_html_join(
-            "",
-            '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
-            'background:#ddd;border:1px solid #999" role="img" aria-label="{}% used">'
-            '<div style="width:{}%;height:10px;background:{}"></div></div></td><td>{}</td></tr>',
-            rows,
+        counters = _usage_table(
+            (p, rollup.usage.get(p, 0), rollup.quotas.get(p)) for p in rollup.primitives()
+        )
+        gauges = _usage_table(
+            (p, rollup.levels.get(p, 0), rollup.level_limits.get(p)) for p in rollup.gauges()
         )
         return format_html(
-            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>"
-            "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
-            "<th>left</th></tr></thead><tbody>{}</tbody></table>",
+            "<p>Plan in force: {} ({}). Window {} to {}; resets {}</p>{}{}",
             rollup.plan or "none",
             rollup.status or "no subscription",
             _when(rollup.window.start),
             _when(rollup.window.end),
             _when(rollup.window.end),
-            bars,
+            counters,
+            format_html("<p>Gauges (levels now; no window):</p>{}", gauges)
+            if rollup.gauges()
+            else "",
         )
 
     @admin.display(description="one-off quota grants")
@@ -391,6 +447,31 @@ class SubscriptionAdmin(admin.ModelAdmin):
             },
         )
 
+    @admin.display(description="upcoming charges")
+    def upcoming_charges(self, obj: Subscription) -> str:
+        found = upcoming(customer=obj.customer_id) if obj.pk is not None else None
+        if found is None:
+            return "-"
+        currency = found.plan.currency.upper()
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (line.primitive or "plan", line.description, decimal_text(line.amount))
+                for line in found.projection
+            ),
+        )
+        return format_html(
+            "<p>So far {} {}; projected to {} (usage so far, extrapolated linearly): {} {}. "
+            "Amounts in minor units.</p><table>{}</table>",
+            decimal_text(found.so_far_total),
+            currency,
+            _when(found.period.end),
+            decimal_text(found.projection_total),
+            currency,
+            rows,
+        )
+
     @admin.action(description="Change plan (on Stripe first when Stripe-backed)")
     def change_plan(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> Any:
         if "apply" not in request.POST:
@@ -435,6 +516,30 @@ class QuotaGrantForm(forms.Form):
     def __init__(self, *args: Any, primitives: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["primitive"].choices = [(p, p) for p in primitives]  # type: ignore[attr-defined]
+
+
+def _usage_table(rows: Iterable[tuple[str, int, int | None]]) -> str:
+    """A table of (primitive, used, limit or None) with a bar of the share used."""
+    cells = []
+    for primitive, used, limit in rows:
+        percent = _percent(used, limit)
+        color = "#ba2121" if percent >= 100 else "#417690"
+        shown, left = (
+            ("unlimited", "unlimited") if limit is None else (limit, f"{max(0, limit - used)} left")
+        )
+        cells.append((primitive, used, shown, percent, percent, color, left))
+    body = format_html_join(
+        "",
+        '<tr><td>{}</td><td>{} / {}</td><td><div style="width:200px;height:10px;'
+        'background:#ddd;border:1px solid #999" role="img" aria-label="{}% used">'
+        '<div style="width:{}%;height:10px;background:{}"></div></div></td><td>{}</td></tr>',
+        cells,
+    )
+    return format_html(
+        "<table><thead><tr><th>primitive</th><th>used / limit</th><th>share used</th>"
+        "<th>left</th></tr></thead><tbody>{}</tbody></table>",
+        body,
+    )
 
 
 def _percent(used: int, limit: int | None) -> int:
@@ -540,6 +645,17 @@ class UsageCounterAdmin(_ReadOnlyAdmin):
     date_hierarchy = "window_start"
 
 
+@admin.register(GaugeEvent)
+class GaugeEventAdmin(_ReadOnlyAdmin):
+    """Every change of every gauge: the levels are their sums."""
+
+    list_display = ["occurred_at", "customer", "primitive", "op", "amount", "delta", "level_after"]
+    list_filter = ["primitive", "op"]
+    list_select_related = ["customer"]
+    search_fields = ["idempotency_key"]
+    date_hierarchy = "occurred_at"
+
+
 @admin.register(BillingPeriod)
 class BillingPeriodAdmin(_ReadOnlyAdmin):
     list_display = ["customer", "plan", "start", "end", "source", "end_reason"]
@@ -576,6 +692,15 @@ class QuotaGrantAdmin(_ReadOnlyAdmin):
     list_select_related = ["customer", "granted_by"]
     search_fields = ["reason"]
     date_hierarchy = "granted_at"
+
+
+@admin.register(AdvanceCharge)
+class AdvanceChargeAdmin(_ReadOnlyAdmin):
+    """What periods were charged in advance when they opened."""
+
+    list_display = ["customer", "plan", "period_start", "period_end", "charged_at"]
+    list_select_related = ["customer", "plan"]
+    date_hierarchy = "period_start"
 
 
 @admin.register(OutboxMessage)
@@ -629,9 +754,20 @@ class ProblemAdmin(_ReadOnlyAdmin):
 # left as it is; its own apps follow, as Django orders them.
 
 ADMIN_GROUPS = [
-    ("Catalog", ["plan", "accountkit"]),
+    ("Catalog", ["product", "plan", "accountkit"]),
     ("Customers & subscriptions", ["subscription", "kitassignment", "quotagrant"]),
-    ("Usage & records", ["usagecounter", "usageevent", "billingperiod", "usagerecord"]),
+    (
+        "Usage & records",
+        [
+            "usagecounter",
+            "usageevent",
+            "gaugelevel",
+            "gaugeevent",
+            "billingperiod",
+            "usagerecord",
+            "advancecharge",
+        ],
+    ),
     ("Operations", ["outboxmessage", "problem", "operatorkey", "tenanttoken"]),
 ]
 _ORDER = {name: index for index, (_, names) in enumerate(ADMIN_GROUPS) for name in names}

@@ -62,6 +62,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="billing_app.E006",
             )
         )
+    errors.extend(_metered_paths_errors())
     errors.extend(_customer_model_errors())
     for app in ("rest_framework", "rest_framework_api_key", "drf_spectacular_sidecar", "djstripe"):
         if app not in settings.INSTALLED_APPS:
@@ -86,10 +87,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 @register(Tags.urls)
 def check_metered_views(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """``@metered`` views are enforced by the middleware: without it they would answer 500
-    at their first request, so say so at startup instead."""
+    """``@metered`` views and ``BILLING_METERED_PATHS`` are enforced by the middleware:
+    without it the views would answer 500 at their first request and the paths would count
+    nothing, so say so at startup instead."""
     if MIDDLEWARE in settings.MIDDLEWARE:
         return []
+    hint = f'Add "{MIDDLEWARE}" to MIDDLEWARE, after AuthenticationMiddleware.'
+    if billing_settings.METERED_PATHS:
+        message = f"BILLING_METERED_PATHS is set but {MIDDLEWARE} is not in MIDDLEWARE: "
+        return [Error(message + "no request would be counted.", hint=hint, id="billing_app.E010")]
     try:
         views = list(_metered_views(get_resolver().url_patterns))
     except Exception:  # Django's own URL checks report a broken URLconf.
@@ -100,7 +106,7 @@ def check_metered_views(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         Error(
             f"{MIDDLEWARE} is not in MIDDLEWARE, but {len(views)} view(s) are @metered: "
             f"{', '.join(sorted(views)[:3])}{', ...' if len(views) > 3 else '.'}",
-            hint=f'Add "{MIDDLEWARE}" to MIDDLEWARE, after AuthenticationMiddleware.',
+            hint=hint,
             id="billing_app.E010",
         )
     ]
@@ -114,6 +120,45 @@ def _metered_views(patterns: list[Any], prefix: str = "") -> Any:
             yield from _metered_views(pattern.url_patterns, route)
         elif isinstance(pattern, URLPattern) and hasattr(pattern.callback, "billing_metered"):
             yield route
+
+
+def _metered_paths_errors() -> list[Error]:
+    from django.utils.module_loading import import_string
+
+    from .validation import check_primitive
+
+    rule = billing_settings.METERED_PATHS
+    if not rule:
+        return []
+    problem = None
+    if isinstance(rule, str):
+        try:
+            if not callable(import_string(rule)):
+                problem = f"{rule!r} is not a callable."
+        except ImportError as error:
+            problem = f"{rule!r} cannot be imported: {error}."
+    elif isinstance(rule, dict):
+        for prefix, primitive in rule.items():
+            try:
+                if not (isinstance(prefix, str) and prefix.startswith("/")):
+                    raise ValueError
+                if primitive is not None:
+                    check_primitive("BILLING_METERED_PATHS", primitive)
+            except Exception:
+                problem = f"{prefix!r}: {primitive!r} is not a path prefix and a primitive."
+                break
+    else:
+        problem = "it is neither a dict nor a dotted path."
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"BILLING_METERED_PATHS: {problem}",
+            hint='For example {"/api/": "api.calls"} (a primitive of None leaves a '
+            "prefix out), or the dotted path of a callable(request) -> primitive or None.",
+            id="billing_app.E012",
+        )
+    ]
 
 
 def _customer_model_errors() -> list[Error]:
@@ -170,3 +215,43 @@ def check_templates(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
 def _processors(engine: dict[str, Any]) -> list[str]:
     options: dict[str, Any] = engine.get("OPTIONS") or {}
     return list(options.get("context_processors", []))
+
+
+@register(Tags.database)
+def check_plan_currencies(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Error]:
+    """Each plan's currency is its Stripe price's, as dj-stripe has it synced (no network).
+    A database check: ``migrate`` and ``check --database default`` run it."""
+    from django.db import DatabaseError
+    from djstripe.models import Price as StripePrice
+
+    from .models import Plan
+
+    errors = []
+    for database in databases or []:
+        try:
+            plans = list(
+                Plan.objects.using(database)
+                .exclude(stripe_price_id="")
+                .values_list("key", "currency", "stripe_price_id")
+            )
+            synced = dict(
+                StripePrice.objects.using(database)
+                .filter(id__in=[price for _, _, price in plans])
+                .values_list("id", "currency")
+            )
+        except DatabaseError:
+            continue  # not migrated yet: nothing to compare
+        for key, currency, price in plans:
+            theirs = (synced.get(price) or "").lower()
+            if theirs and theirs != currency:
+                errors.append(
+                    Error(
+                        f"Plan {key!r} is in {currency}, its Stripe price {price} in {theirs}.",
+                        hint="A plan's currency is its Stripe price's: set the plan's currency "
+                        "(POST /v1/plans, or the admin) or give it a price in its currency.",
+                        id="billing_app.E011",
+                    )
+                )
+    return errors

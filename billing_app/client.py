@@ -5,6 +5,7 @@
     billing.plans.upsert(key="pro", name="Pro", quotas={"seo": 1000}, period="month")
     billing.for_customer(org).set_subscription(plan_key="pro", status="active")
     billing.for_customer(org).usage()
+    billing.for_customer(org).gauge("storage").add(upload.size)
 
 Every method is a thin call onto a service or selector. ``for_user`` is ``for_customer``
 under the seeds' name.
@@ -18,12 +19,14 @@ from .catalog import selectors as catalog_selectors
 from .catalog import services as catalog
 from .customers import selectors as customers_selectors
 from .customers import services as customers
+from .cycles.selectors import Upcoming, upcoming
 from .entitlements import Entitlement, entitlement_for
 from .metering import credits
 from .metering import services as metering
 from .metering.credits import Projection
 from .metering.ledger import Reservation
-from .metering.selectors import UsageRollup, usage_rollup
+from .metering.levels import Changed
+from .metering.selectors import GaugeState, UsageRollup, gauge_state, usage_rollup
 from .models import AccountKit, CreditGrant, Plan, Subscription
 from .subscriptions import licenses
 from .subscriptions import selectors as subscriptions_selectors
@@ -61,6 +64,14 @@ class CustomerBilling:
     def subscription(self) -> Subscription | None:
         return subscriptions_selectors.subscription_get(customer=self.customer)
 
+    def start_trial(self, *, plan_key: str, **fields: Any) -> Subscription:
+        """A trial without Stripe or a card (one per customer)."""
+        return subscriptions.trial_start(customer=self.customer, plan_key=plan_key, **fields)
+
+    def upcoming(self) -> Upcoming | None:
+        """The open period's charges so far and as projected to its end."""
+        return upcoming(customer=self.customer)
+
     def entitlement(self) -> Entitlement:
         """What applies now: plan, status, quotas, kit, features, the current window."""
         return entitlement_for(customer_id=self.customer.pk, fresh=True)
@@ -88,12 +99,52 @@ class CustomerBilling:
             customer_id=self.customer.pk, amount=amount, reason=reason, **fields
         )
 
+    def gauge(self, primitive: str) -> Gauge:
+        """A gauge of the customer (``storage``): ``add(n)``, ``subtract(n)``, ``set(n)``,
+        ``level()``."""
+        return Gauge(self.customer, primitive)
+
     def assign_kit(self, kit_key: str | None) -> None:
         kit = catalog.account_kit_get(ref=kit_key) if kit_key else None
         customers.kit_assign(customer=self.customer, kit=kit)
 
     def issue_token(self, *, name: str = "api", grantee: Any = None) -> str:
         return customers.tenant_token_issue(customer=self.customer, grantee=grantee, name=name)[1]
+
+
+class Gauge:
+    """One gauge of one customer. A change that raises the level past the plan's limit is
+    refused (``QuotaExceeded``); one that lowers it always succeeds, and stops at zero.
+    ``idempotency_key`` makes a change once however often it is sent."""
+
+    def __init__(self, customer: Any, primitive: str) -> None:
+        self.customer = customer
+        self.primitive = primitive
+
+    def _change(self, op: str, amount: int, idempotency_key: str) -> Changed:
+        return metering.gauge_change(
+            customer_id=self.customer.pk,
+            primitive=self.primitive,
+            op=op,
+            amount=amount,
+            idempotency_key=idempotency_key,
+        )
+
+    def add(self, amount: int, *, idempotency_key: str = "") -> Changed:
+        return self._change("add", amount, idempotency_key)
+
+    def subtract(self, amount: int, *, idempotency_key: str = "") -> Changed:
+        return self._change("subtract", amount, idempotency_key)
+
+    def set(self, amount: int, *, idempotency_key: str = "") -> Changed:
+        return self._change("set", amount, idempotency_key)
+
+    def level(self) -> int:
+        return self.state().level
+
+    def state(self) -> GaugeState:
+        """The level now, and the limit on it (None: unlimited)."""
+        return gauge_state(customer_id=self.customer.pk, primitive=self.primitive)
 
 
 class Billing:

@@ -54,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     # Hosts that Checkout and the billing portal may send a customer back to; None means
     # the project's ALLOWED_HOSTS.
     "ALLOWED_REDIRECT_HOSTS": None,
+    # Requests counted by QuotaMiddleware whatever their view: {"/api/": "api.calls"} (the
+    # longest matching prefix wins; a primitive of None leaves its paths out), or the
+    # dotted path of a callable(request) -> primitive or None. None counts none.
+    "METERED_PATHS": None,
 }
 
 

@@ -107,3 +107,12 @@ def _wants_html(request: HttpRequest) -> bool:
     return "Authorization" not in request.headers and "text/html" in request.headers.get(
         "Accept", ""
     )
+
+
+def unmetered(view: Any) -> Any:
+    """Leave a view out of ``BILLING_METERED_PATHS``: its requests are not counted on
+    their path's primitive (a health check, a login page). A function view, or a class
+    (a Django or DRF view class: its ``as_view()`` is left out). ``@metered`` on the same
+    view still counts its own primitive."""
+    view.billing_unmetered = True
+    return view

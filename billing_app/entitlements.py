@@ -33,6 +33,7 @@ from .models import (
     EntitlementVersion,
     KitAssignment,
     Plan,
+    PlanQuota,
     QuotaGrant,
     Subscription,
     SubscriptionStatus,
@@ -67,6 +68,8 @@ class Entitlement:
     anchor: datetime | None = None
     restart: datetime | None = None
     quotas: Mapping[str, Quota] = field(default_factory=dict)
+    # Limits on gauges' levels (storage): no window, no grants.
+    gauges: Mapping[str, Quota] = field(default_factory=dict)
     # primitive -> calls per minute (None: no rate limit); None: the customer has no kit.
     kit: Mapping[str, int | None] | None = None
     features: frozenset[str] = frozenset()
@@ -119,6 +122,10 @@ class Entitlement:
             for primitive in self.quotas
             if (quota := self.quota(primitive, window)) is not None
         }
+
+    def gauge(self, primitive: str) -> Quota | None:
+        """The limit on the gauge's level; None when unlimited."""
+        return self.gauges.get(primitive)
 
     def rate(self, primitive: str) -> int | None:
         return self.kit.get(primitive) if self.kit else None
@@ -244,10 +251,8 @@ def _entitlement_build(*, customer_id: Any) -> Entitlement:
         period=plan.period,
         anchor=subscription.billing_cycle_anchor,
         restart=subscription.usage_reset_at,
-        quotas={
-            q.primitive: Quota(q.limit * seats if q.per_seat else q.limit, q.overage == "bill")
-            for q in plan.quotas.all()
-        },
+        quotas={q.primitive: _quota(q, seats) for q in plan.quotas.all() if q.kind == "counter"},
+        gauges={q.primitive: _quota(q, seats) for q in plan.quotas.all() if q.kind == "gauge"},
         kit=allowed,
         features=frozenset(f.feature for f in plan.features.all()),
         seats=seats,
@@ -268,6 +273,10 @@ def _credits_granted(customer_id: Any) -> dict[str, Any]:
     if row is None:
         return {}
     return {"credits_granted": row[0], "credits_granted_since": row[1]}
+
+
+def _quota(quota: PlanQuota, seats: int) -> Quota:
+    return Quota(quota.limit * seats if quota.per_seat else quota.limit, quota.overage == "bill")
 
 
 def _fallback_plan() -> Plan | None:
@@ -459,8 +468,13 @@ def _shared() -> Any:
     return caches[alias]
 
 
+# Raised when the shape of Entitlement changes: a process of the new code must not read
+# an entitlement that the old code cached (it would lack the new fields).
+_CACHE_FORMAT = 2
+
+
 def _cache_key(customer_id: Any) -> str:
-    return f"billing:entitlement:{customer_id}"
+    return f"billing:entitlement:v{_CACHE_FORMAT}:{customer_id}"
 
 
 def _shared_get(customer_id: Any) -> Entitlement | None:

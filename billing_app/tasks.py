@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .cycles.services import records_close
+from .cycles.services import advance_charges_add, records_close
 from .metering.partitions import partitions_ensure
 from .outbox.services import deliver
 from .subscriptions.services import periods_advance
@@ -16,9 +16,11 @@ from .subscriptions.services import periods_advance
 
 @shared_task(name="billing_app.close_cycles")
 def close_cycles() -> int:
-    """Advance billing periods and record those that have ended; answers how many."""
+    """Advance billing periods, charge those opened with in-advance prices, and record
+    those that have ended; answers how many were recorded."""
     partitions_ensure()
     periods_advance()
+    advance_charges_add()
     return len(records_close())
 
 

@@ -40,6 +40,7 @@ def subscribe(
     customer: Any,
     *,
     quotas: Mapping[str, int] | None = None,
+    gauges: Mapping[str, int] | None = None,
     primitives: list[str] | None = None,
     features: list[str] | None = None,
     period: str = "month",
@@ -47,8 +48,9 @@ def subscribe(
     plan_key: str | None = None,
     **subscription_fields: Any,
 ) -> Subscription:
-    """Put ``customer`` on a plan made for the test: ``quotas`` per primitive, and when
-    ``primitives`` is given an Account Kit allowing just those."""
+    """Put ``customer`` on a plan made for the test: ``quotas`` per primitive (and
+    ``gauges``, limits on levels), and when ``primitives`` is given an Account Kit allowing
+    just those."""
     key = plan_key or f"test-{customer.pk}"
     kit_key = None
     if primitives is not None:
@@ -61,6 +63,7 @@ def subscribe(
         name=key,
         account_kit_id=kit_key,
         quotas=dict(quotas or {}),
+        gauges=dict(gauges or {}),
         features=list(features or []),
         period=period,
     )

@@ -130,7 +130,7 @@ def rate_minute(monkeypatch):
 def atomic_requests(monkeypatch):
     """``ATOMIC_REQUESTS`` on where Django's handler reads it: the connection's settings.
     Overriding the ``DATABASES`` setting would not reach the connection that exists
-    already."""
+    already; the test views answer ``"atomic": true`` to show that this does."""
     from django.db import connections
 
     for each in connections.all():
@@ -154,7 +154,7 @@ def _fresh_caches():
 @pytest.fixture(autouse=True)
 def _counters_equal_events(request):
     """The ledger invariant, after every test that touched the database: each counter
-    equals the sum of its window's events."""
+    equals the sum of its window's events, and each gauge level the sum of its changes."""
     marker = request.node.get_closest_marker("django_db")
     uses_db = marker is not None or {"db", "transactional_db"} & set(request.fixturenames)
     if not uses_db:
@@ -205,7 +205,7 @@ def ledger_mismatches():
         UsageEvent.objects.exclude(idempotency_key="").values_list("customer_id", "idempotency_key")
     )
     unpaired = sorted(keys ^ set(keyed), key=str) + [k for k in set(keyed) if keyed.count(k) > 1]
-    return mismatched + orphans + unpaired + credit_mismatches()
+    return mismatched + orphans + unpaired + credit_mismatches() + gauge_mismatches()
 
 
 def credit_mismatches():
@@ -222,6 +222,25 @@ def credit_mismatches():
         for row in CreditBalance.objects.all()
         if row.balance != sums.get(row.customer_id, 0)
     ]
+
+
+def gauge_mismatches():
+    """Each gauge level equals the sum of its changes, and replaying its events in order
+    gives each one's level_after: the levels can be rebuilt from the events."""
+    from billing_app.models import GaugeEvent, GaugeLevel
+
+    levels = {(g.customer_id, g.primitive): g.level for g in GaugeLevel.objects.all()}
+    replayed: dict = {}
+    mismatched = []
+    for event in GaugeEvent.objects.order_by("id"):
+        key = (event.customer_id, event.primitive)
+        replayed[key] = replayed.get(key, 0) + event.delta
+        if replayed[key] != event.level_after:
+            mismatched.append(("gauge event", event.pk, event.level_after, replayed[key]))
+    for key in sorted(set(levels) | set(replayed), key=str):
+        if levels.get(key) != replayed.get(key, 0):
+            mismatched.append(("gauge", *key, levels.get(key), replayed.get(key, 0)))
+    return mismatched
 
 
 # Stripe: a stand-in server on loopback (tests/stripe_stub.py) that dj-stripe and our code

@@ -23,12 +23,14 @@ from billing_app.entitlements import version_of
 from billing_app.metering.selectors import usage_rollup
 from billing_app.models import (
     AccountKit,
+    AdvanceCharge,
     BillingPeriod,
     KitAssignment,
     OperatorKey,
     OutboxMessage,
     Plan,
     Problem,
+    Product,
     QuotaGrant,
     Subscription,
     TenantToken,
@@ -46,8 +48,17 @@ from .utils import messages_of, periods_of, use, writes_of
 pytestmark = pytest.mark.django_db
 
 DAY = timedelta(days=1)
-EDITABLE = ["accountkit", "plan", "subscription", "kitassignment", "operatorkey", "tenanttoken"]
+EDITABLE = [
+    "accountkit",
+    "product",
+    "plan",
+    "subscription",
+    "kitassignment",
+    "operatorkey",
+    "tenanttoken",
+]
 READ_ONLY = [
+    "advancecharge",
     "usageevent",
     "usagecounter",
     "billingperiod",
@@ -58,7 +69,9 @@ READ_ONLY = [
 ]
 MODELS = {
     "accountkit": AccountKit,
+    "product": Product,
     "plan": Plan,
+    "advancecharge": AdvanceCharge,
     "subscription": Subscription,
     "kitassignment": KitAssignment,
     "operatorkey": OperatorKey,
@@ -92,12 +105,28 @@ def world(db):
     kit = catalog.account_kit_upsert(
         key="kit-pro", name="Kit Pro", primitives={"seo": None, "aeo": 60}
     )[0]
+    product = catalog.product_upsert(key="seo-suite", name="SEO suite")[0]
     plan = catalog.plan_upsert(
         key="pro",
         name="Pro",
+        product_id="seo-suite",
         account_kit_id="kit-pro",
         quotas={"seo": 1000, "aeo": 250},
         features=["sso"],
+        # Billed in advance: the recorded period below has its advance charge.
+        prices=[
+            {
+                "primitive": "seo",
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": 100, "unit_amount": "0"},
+                    {"up_to": None, "unit_amount": "0.5", "flat_amount": "100"},
+                ],
+                "included_quantity": 50,
+                "payment_terms": "in_advance",
+            }
+        ],
+        minimum_commitment="1000",
     )[0]
     customer = CustomerFactory()
     subscription = subscriptions.subscription_set(
@@ -114,7 +143,9 @@ def world(db):
     return {
         "customer": customer,
         "accountkit": kit,
+        "product": product,
         "plan": plan,
+        "advancecharge": AdvanceCharge.objects.get(),
         "subscription": subscription,
         "kitassignment": KitAssignment.objects.get(customer_id=customer.pk),
         "operatorkey": operator_key,
@@ -175,7 +206,7 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         if row is not None:
             pages.append(reverse("admin:{}_{}_change".format(*info), args=[row.pk]))
             pages.append(reverse("admin:{}_{}_history".format(*info), args=[row.pk]))
-    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 13
+    assert len([p for p in pages if "/billing_app/" in p and p.endswith("/change/")]) == 15
     # The subscription page with usage on it, its grant page, and after a cancellation.
     subscription = world["subscription"]
     pages.append(url("subscription", "change", subscription.pk))
@@ -193,6 +224,15 @@ def test_rendering_any_admin_page_writes_nothing(admin, world):
         response = admin.get(url("subscription", "change", subscription.pk))
     assert response.status_code == 200
     assert writes_of(queries) == []
+
+
+def test_the_subscription_page_shows_the_upcoming_charges(admin, world):
+    page = admin.get(url("subscription", "change", world["subscription"].pk)).content.decode()
+    assert "upcoming charges" in page.lower()
+    # The in-advance block of 50 seo calls at tier 1's 0 is free; the minimum of 1000 is
+    # the projected total.
+    assert "seo" in page and "minimum commitment top-up" in page
+    assert "projected to" in page and "1000 USD" in page
 
 
 # Subscriptions
@@ -459,16 +499,42 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
             "currency": "usd",
             "active": "on",
             "stripe_meter_event": "",
+            "product": world["product"].pk,
+            "invoice_display_name": "Team (quarterly)",
+            "minimum_commitment": "5000",
+            "trial_days": 14,
+            "trial_end_action": "stop",
+            **inline(
+                "prices",
+                [
+                    {
+                        "primitive": "email.send",
+                        "model": "volume",
+                        "tiers": '[{"up_to": 1000, "unit_amount": "0.1"}, {"up_to": null, '
+                        '"unit_amount": "0.05", "flat_amount": "10"}]',
+                        "included_quantity": 0,
+                        "payment_terms": "in_arrears",
+                    }
+                ],
+            ),
             **inline(
                 "quotas",
                 [
-                    {"primitive": "seo", "limit": 100, "per_seat": "on", "overage": "block"},
+                    {
+                        "primitive": "seo",
+                        "kind": "counter",
+                        "limit": 100,
+                        "per_seat": "on",
+                        "overage": "block",
+                    },
                     {
                         "primitive": "aeo",
+                        "kind": "counter",
                         "limit": 10,
                         "overage": "bill",
                         "overage_unit_price": "0.5",
                     },
+                    {"primitive": "storage", "kind": "gauge", "limit": 1000, "overage": "block"},
                 ],
             ),
             **inline("features", [{"feature": "sso"}]),
@@ -479,12 +545,69 @@ def test_adding_a_plan_goes_through_the_service(admin, world, monkeypatch):
     assert response.status_code == 302, response.content.decode()[:3000]
     plan = Plan.objects.get(key="team")
     assert (plan.billing_cadence, plan.account_kit) == ("P3M", world["accountkit"])
-    assert {q.primitive: (q.limit, q.per_seat, q.overage) for q in plan.quotas.all()} == {
-        "seo": (100, True, "block"),
-        "aeo": (10, False, "bill"),
+    assert {q.primitive: (q.kind, q.limit, q.per_seat, q.overage) for q in plan.quotas.all()} == {
+        "seo": ("counter", 100, True, "block"),
+        "aeo": ("counter", 10, False, "bill"),
+        "storage": ("gauge", 1000, False, "block"),
     }
     assert list(plan.features.values_list("feature", flat=True)) == ["sso"]
+    assert (plan.product, plan.invoice_display_name, plan.minimum_commitment) == (
+        world["product"],
+        "Team (quarterly)",
+        5000,
+    )
+    assert (plan.trial_days, plan.trial_end_action) == (14, "stop")
+    (price,) = plan.prices.all()
+    assert (price.primitive, price.model, price.payment_terms) == (
+        "email.send",
+        "volume",
+        "in_arrears",
+    )
+    assert price.tiers == [
+        {"up_to": 1000, "unit_amount": "0.1", "flat_amount": None},
+        {"up_to": None, "unit_amount": "0.05", "flat_amount": "10"},
+    ]
     assert [call["key"] for call in calls] == ["team"]
+
+
+def test_a_plan_price_refused_by_the_service_is_shown_and_changes_nothing(admin, world):
+    plan = world["plan"]
+    before = list(plan.prices.values_list("primitive", "tiers"))
+    response = admin.post(
+        url("plan", "change", plan.pk),
+        {
+            "name": "Pro",
+            "account_kit": world["accountkit"].pk,
+            "stripe_price_id": "",
+            "period": "month",
+            "billing_cadence": "P1M",
+            "currency": "usd",
+            "active": "on",
+            "stripe_meter_event": "",
+            "trial_days": 0,
+            "trial_end_action": "convert",
+            **inline(
+                "prices",
+                [
+                    {
+                        "primitive": "seo",
+                        "model": "graduated",
+                        # Not ascending.
+                        "tiers": '[{"up_to": 100, "unit_amount": "1"}, {"up_to": 50, '
+                        '"unit_amount": "1"}, {"up_to": null, "unit_amount": "1"}]',
+                        "included_quantity": 0,
+                        "payment_terms": "in_arrears",
+                    }
+                ],
+            ),
+            **inline("quotas", []),
+            **inline("features", []),
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302
+    assert any("prices.0.tiers.1.up_to" in m for m in messages_of(response))
+    assert list(plan.prices.values_list("primitive", "tiers")) == before
 
 
 # Keys
@@ -746,6 +869,8 @@ def test_the_index_shows_billing_first_in_groups(admin, world):
     groups = {app["name"]: app for app in admin.get(reverse("admin:index")).context["app_list"]}
     names = [m["object_name"] for m in groups["Billing: Customers & subscriptions"]["models"]]
     assert names == ["Subscription", "KitAssignment", "QuotaGrant"]
+    catalog = [m["object_name"] for m in groups["Billing: Catalog"]["models"]]
+    assert catalog == ["Product", "Plan", "AccountKit"]
     operations = [m["object_name"] for m in groups["Billing: Operations"]["models"]]
     assert operations == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
     listed = [m["object_name"] for app in groups.values() for m in app["models"]]
@@ -768,7 +893,7 @@ def test_the_billing_app_page_is_one_section_in_group_order(admin, world):
     (app,) = response.context["app_list"]
     assert app["name"] == "Billing"
     names = [m["object_name"] for m in app["models"]]
-    assert names[:3] == ["Plan", "AccountKit", "Subscription"]
+    assert names[:4] == ["Product", "Plan", "AccountKit", "Subscription"]
     assert names[-4:] == ["OutboxMessage", "Problem", "OperatorKey", "TenantToken"]
 
 

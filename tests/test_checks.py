@@ -10,11 +10,15 @@ from django.core import checks
 from django.test import override_settings
 
 from billing_app import checks as billing_checks
+from billing_app.catalog import services as catalog
+from billing_app.models import Plan
+
+from .utils import synced_price
 
 # dj-stripe's own checks read the database.
 pytestmark = pytest.mark.django_db
 
-BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 11)} | {"billing_app.W001"}
+BILLING_IDS = {f"billing_app.E{n:03}" for n in range(1, 13)} | {"billing_app.W001"}
 
 
 def billing_errors() -> list[checks.CheckMessage]:
@@ -36,7 +40,10 @@ def test_explicit_good_settings_pass_every_check():
         BILLING_TIME_ZONE="Europe/Paris",
         BILLING_PAST_DUE_GRACE=timedelta(0),
         BILLING_LATE_USAGE_WINDOW=timedelta(days=1),
+        BILLING_METERED_PATHS={"/api/": "api.calls", "/api/health": None},
     ):
+        assert billing_errors() == []
+    with override_settings(BILLING_METERED_PATHS="tests.views.api_primitive"):
         assert billing_errors() == []
 
 
@@ -58,6 +65,11 @@ def test_explicit_good_settings_pass_every_check():
         ("BILLING_CUSTOMER_MODEL", "Organization", "billing_app.E007"),
         # An installed model, but not the one dj-stripe bills.
         ("BILLING_CUSTOMER_MODEL", "auth.Group", "billing_app.E008"),
+        ("BILLING_METERED_PATHS", {"api/": "api.calls"}, "billing_app.E012"),
+        ("BILLING_METERED_PATHS", {"/api/": "API calls"}, "billing_app.E012"),
+        ("BILLING_METERED_PATHS", "tests.views.no_such_callable", "billing_app.E012"),
+        ("BILLING_METERED_PATHS", "tests.views.SEO_PRIMITIVE", "billing_app.E012"),
+        ("BILLING_METERED_PATHS", ["/api/"], "billing_app.E012"),
     ],
 )
 def test_a_bad_setting_fires_its_check(setting, value, check_id):
@@ -68,6 +80,14 @@ def test_a_bad_setting_fires_its_check(setting, value, check_id):
     assert error.level == checks.ERROR
     assert error.hint
     assert setting in error.msg
+
+
+def test_metered_paths_without_the_middleware_fire_e010():
+    middleware = [m for m in settings.MIDDLEWARE if "QuotaMiddleware" not in m]
+    with override_settings(BILLING_METERED_PATHS={"/api/": "api.calls"}, MIDDLEWARE=middleware):
+        errors = billing_errors()
+    assert [e.id for e in errors] == ["billing_app.E010"]
+    assert "QuotaMiddleware" in errors[0].msg
 
 
 def test_dj_stripe_must_bill_the_same_model():
@@ -124,7 +144,7 @@ def test_metered_views_without_the_middleware_fire_e010():
         errors = billing_errors()
     assert [e.id for e in errors] == ["billing_app.E010"]
     assert errors[0].msg == (
-        f"{MIDDLEWARE} is not in MIDDLEWARE, but 6 view(s) are @metered: demo/aeo/, "
+        f"{MIDDLEWARE} is not in MIDDLEWARE, but 9 view(s) are @metered: demo/aeo/, "
         "demo/email.send/, demo/seo/, ..."
     )
     assert MIDDLEWARE in errors[0].hint
@@ -186,3 +206,25 @@ def test_every_check_id_is_tested():
     """Keeps this module in step with checks.py: a new id needs a case above."""
     source = inspect.getsource(billing_checks)
     assert set(re.findall(r'"(billing_app\.[EW]\d{3})"', source)) == BILLING_IDS
+
+
+def database_errors() -> list[checks.CheckMessage]:
+    return [
+        message
+        for message in checks.run_checks(databases=["default"])
+        if message.id and message.id.startswith("billing_app.")
+    ]
+
+
+def test_a_system_check_finds_plans_in_another_currency_than_their_price(stripe_stub):
+    synced_price(stripe_stub, "price_eur", "eur")
+    catalog.plan_upsert(key="eu", name="EU", stripe_price_id="price_eur", currency="eur")
+    assert database_errors() == []
+
+    Plan.objects.filter(key="eu").update(currency="usd")  # as a plan set before the sync
+    (error,) = database_errors()
+    assert error.id == "billing_app.E011"
+    assert "'eu'" in error.msg and "eur" in error.msg
+    assert error.hint
+    # Not among the checks that run without a database.
+    assert [m for m in checks.run_checks() if m.id == "billing_app.E011"] == []

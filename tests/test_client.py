@@ -10,7 +10,7 @@ from billing_app.client import billing
 from billing_app.customers import selectors as customers_selectors
 from billing_app.customers import services as customers
 from billing_app.entitlements import entitlement_for
-from billing_app.exceptions import InvalidInput, NotFound
+from billing_app.exceptions import InvalidInput, NotFound, QuotaExceeded
 from billing_app.metering.services import usage_reserve
 from billing_app.models import Plan, Subscription, TenantToken
 from billing_app.subscriptions.services import seats_manage
@@ -137,6 +137,16 @@ def test_subscribe_gives_quotas_and_a_kit_of_the_primitives(customer):
     kit = customers_selectors.kit_of(customer=customer)
     assert set(kit.primitives.values_list("primitive", flat=True)) == {"seo", "aeo"}
     assert subscription.plan.account_kit == kit
+
+
+def test_subscribe_gives_gauges(customer):
+    subscribe(customer, quotas={"seo": 2}, gauges={"storage": 10})
+    storage = billing.for_customer(customer).gauge("storage")
+
+    assert storage.add(10).level == 10
+    assert storage.state().limit == 10
+    with pytest.raises(QuotaExceeded):
+        storage.add(1)
 
 
 def test_subscribe_without_primitives_means_no_kit_gating(customer):

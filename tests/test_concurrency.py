@@ -7,7 +7,7 @@ from django.test import Client
 
 from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
-from billing_app.models import RateCounter, UsageCounter, UsageEvent
+from billing_app.models import GaugeEvent, GaugeLevel, RateCounter, UsageCounter, UsageEvent
 from billing_app.subscriptions import services as subscriptions
 
 from .factories import CustomerFactory
@@ -123,3 +123,77 @@ def test_calls_refused_by_the_quota_take_no_rate_slot_under_concurrency(rate_min
         assert {r.status_code for r in too_big} == {429}
         assert RateCounter.objects.get(customer_id=customer.pk).calls == 10
         assert UsageCounter.objects.get(customer_id=customer.pk).used == 10
+
+
+# Gauges: the level's limit, decided on the locked level row
+
+
+def gauge_customer(limit):
+    """A fresh customer on a plan whose storage gauge is limited to ``limit``; an operator
+    key to change it through the API."""
+    customer = CustomerFactory()
+    key = f"gauge-{customer.pk}"
+    catalog.plan_upsert(key=key, name=key, gauges={"storage": limit})
+    subscriptions.subscription_set(customer=customer, plan_key=key)
+    return customer, customers.operator_key_create(name=key)[1]
+
+
+def change_storage(operator_key, customer, op, amount, key=""):
+    body = {"op": op, "amount": amount, **({"idempotencyKey": key} if key else {})}
+    return post_json(
+        Client(),
+        f"/v1/users/{customer.pk}/billing/gauges/storage",
+        body,
+        HTTP_AUTHORIZATION=f"Bearer {operator_key}",
+    )
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["one-statement", "keyed"])
+def test_concurrent_gauge_increases_admit_exactly_what_fits(keyed):
+    for _ in range(ROUNDS):
+        customer, operator_key = gauge_customer(100)
+
+        responses = in_parallel(
+            lambda i: change_storage(operator_key, customer, "add", 7, f"k{i}" if keyed else ""),
+            40,
+        )
+
+        # 14 x 7 = 98 fits in 100, a 15th would not.
+        assert codes(responses) == [(201, None)] * 14 + [(429, "rate_limited")] * 26
+        levels = sorted(r.json()["level"] for r in responses if r.status_code == 201)
+        assert levels == [7 * n for n in range(1, 15)]  # each admitted on the level before it
+        assert GaugeLevel.objects.get(customer_id=customer.pk).level == 98
+        assert GaugeEvent.objects.filter(customer_id=customer.pk).count() == 14
+
+
+def test_concurrent_increases_and_decreases_never_pass_the_limit_nor_zero():
+    for _ in range(ROUNDS):
+        customer, operator_key = gauge_customer(100)
+        change_storage(operator_key, customer, "set", 50)
+
+        def change(i):
+            return change_storage(operator_key, customer, "add" if i % 2 else "subtract", 30)
+
+        responses = in_parallel(change, 40)
+
+        # Every decrease succeeds; an increase only while it fits.
+        decreases = [r for i, r in enumerate(responses) if i % 2 == 0]
+        assert {r.status_code for r in decreases} == {201}
+        after = GaugeEvent.objects.filter(customer_id=customer.pk).values_list(
+            "level_after", flat=True
+        )
+        assert all(0 <= level <= 100 for level in after)
+
+
+def test_a_key_sent_concurrently_changes_the_gauge_once():
+    for _ in range(ROUNDS):
+        customer, operator_key = gauge_customer(1000)
+
+        responses = in_parallel(
+            lambda i: change_storage(operator_key, customer, "add", 10, "upload-1"), 20
+        )
+
+        assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
+        assert {r.json()["level"] for r in responses} == {10}
+        assert GaugeEvent.objects.filter(customer_id=customer.pk).count() == 1
+        assert GaugeLevel.objects.get(customer_id=customer.pk).level == 10

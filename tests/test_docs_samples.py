@@ -10,10 +10,13 @@ The convention (docs/index.md says it to readers):
   ``# mysite/urls.py`` extends a startproject URLconf that the rest of the page is served
   by; any other ``# pkg/module.py`` becomes that importable module.
   ``# python manage.py shell`` is an ordinary sample.
-- ``sh`` samples: ``python manage.py billing_...`` lines run (call_command); the other
-  lines are classified below as not runnable here (curl, the Stripe CLI, pip, cron), and
-  a line of no known kind fails the test, so a new kind is a decision.
-- ``json`` samples parse.
+- ``sh`` samples: ``python manage.py billing_...`` lines run (call_command), in a working
+  directory of the page's own, with ``| python manage.py billing_...`` and ``> FILE``
+  followed; the other lines are classified below as not runnable here (curl, the Stripe
+  CLI, pip, cron), and a line of no known kind fails the test, so a new kind is a decision.
+- ``json`` samples parse; one whose only member is ``"billing"`` is a plans file, written
+  to ``config.json`` in that directory for the page's later commands to read. ``django``
+  (template) samples compile, so every tag they use exists in a library they load.
 - The README's install and quickstart, and docs/howto/organisations.md, are followed in a
   freshly made project by tests/test_install.py instead (they create models and migrate).
 """
@@ -21,10 +24,14 @@ The convention (docs/index.md says it to readers):
 from __future__ import annotations
 
 import copy
+import io
 import json
+import os
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -33,6 +40,7 @@ import yaml
 from django.conf import settings
 from django.core import checks
 from django.core.management import call_command, get_commands
+from django.template import Template
 from django.test import override_settings
 from django.urls import URLPattern, URLResolver, clear_url_caches, get_resolver
 
@@ -71,6 +79,7 @@ class Page:
         self.namespace: dict[str, object] = {"__name__": "docs_sample"}
         self.overrides: list[override_settings] = []
         self.modules: list[str] = []
+        self.cwd = tempfile.mkdtemp(prefix="billing-docs-")
 
     def run(self, lang: str, text: str) -> None:
         first = text.splitlines()[0] if text.strip() else ""
@@ -84,7 +93,11 @@ class Page:
             for line in text.splitlines():
                 self.shell(line)
         elif lang == "json":
-            json.loads(text)
+            sample = json.loads(text)
+            if isinstance(sample, dict) and sample.keys() == {"billing"}:
+                Path(self.cwd, "config.json").write_text(text)
+        elif lang == "django":
+            Template(text)
         elif lang != "text":  # diagrams and output
             raise AssertionError(f"no rule runs {lang!r} samples: add one to this test")
 
@@ -92,11 +105,32 @@ class Page:
         if not line.strip() or line.lstrip().startswith("#") or NOT_RUN_HERE.match(line):
             return
         words = shlex.split(line, comments=True)
-        assert words[:2] == ["python", "manage.py"], f"not a kind this test knows: {line!r}"
-        if words[2] in PROJECT_COMMANDS:
-            return
-        assert words[2].startswith("billing_"), line
-        call_command(*words[2:])
+        target = None
+        if ">" in words:
+            words, (target,) = words[: words.index(">")], words[words.index(">") + 1 :]
+        piped = ""
+        while words:
+            stage = words[: words.index("|")] if "|" in words else words
+            words = words[len(stage) + 1 :]
+            assert stage[:2] == ["python", "manage.py"], f"not a kind this test knows: {line!r}"
+            if stage[2] in PROJECT_COMMANDS:
+                return
+            assert stage[2].startswith("billing_"), line
+            piped = self.command(stage[2:], stdin=piped)
+        if target is not None:
+            Path(self.cwd, target).write_text(piped)
+
+    def command(self, words: list[str], *, stdin: str) -> str:
+        """One manage.py command in the page's directory; what it printed."""
+        out, saved = io.StringIO(), (os.getcwd(), sys.stdin)
+        os.chdir(self.cwd)
+        sys.stdin = io.StringIO(stdin)
+        try:
+            call_command(*words, stdout=out)
+        finally:
+            os.chdir(saved[0])
+            sys.stdin = saved[1]
+        return out.getvalue()
 
     def host_file(self, path: str, text: str) -> None:
         if path.endswith("settings.py"):
@@ -158,6 +192,7 @@ class Page:
         for name in self.modules:
             sys.modules.pop(name, None)
         clear_url_caches()
+        shutil.rmtree(self.cwd, ignore_errors=True)
 
 
 @pytest.mark.django_db

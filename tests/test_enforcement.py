@@ -44,6 +44,7 @@ from .factories import CustomerFactory
 from .utils import (
     FailingCache,
     absent_customer_id,
+    assert_refused,
     bearer,
     counters_of,
     events_of,
@@ -64,15 +65,6 @@ INACTIVE = ["canceled", "unpaid", "incomplete", "incomplete_expired", "paused"]
 
 def post(client: Client, path: str = SEO, body: dict | None = None):
     return post_json(client, path, body)
-
-
-def assert_refused(response, status: int, error: str, primitive: str = "seo") -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["error"] == error
-    assert body["primitive"] == primitive
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 @pytest.fixture

@@ -17,5 +17,13 @@ urlpatterns = [
     path("test/export/", views.ExportView.as_view()),
     path("test/either/", views.EitherFeatureView.as_view()),
     path("test/session-export/", views.SessionOnlyExportView.as_view()),
+    path("test/api/plain/", views.api_plain),
+    path("test/api/excluded/", views.api_plain),
+    path("test/api/seo/", views.api_seo),
+    path("test/api/pages/", views.api_pages),
+    path("test/api/health/", views.api_health),
+    path("test/api/reports/", views.ApiReportView.as_view()),
+    path("test/api/calls/", views.ApiCallsView.as_view()),
+    path("test/api/status/", views.ApiStatusView.as_view()),
     path("", include("billing_app.urls")),
 ]

@@ -104,6 +104,14 @@ def subscribe_on_stripe(
     return stripe_customer, sub
 
 
+def synced_price(stripe_stub: Any, price_id: str, currency: str) -> Any:
+    """A Stripe price in ``currency``, as dj-stripe has it once synced."""
+    from djstripe.models import Price
+
+    stripe_stub.price(price_id, currency=currency)
+    return Price.sync_from_stripe_data(Price(id=price_id).api_retrieve())
+
+
 def item_set(stripe_stub: Any, sub_id: str, **values: Any) -> dict[str, Any]:
     """Set fields of the subscription's item (``quantity``, period bounds, ``price``): the
     stand-in's ``set_price`` changes only the price."""
@@ -300,6 +308,16 @@ def iso(instant: datetime) -> str:
     return instant.isoformat().replace("+00:00", "Z")
 
 
+def assert_refused(response: Any, status: int, error: str, primitive: str = "seo") -> dict:
+    """A metered call refused with ``status`` and the contract's body for ``primitive``."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["error"] == error
+    assert body["primitive"] == primitive
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
 def ratelimit_field(value: str) -> dict[str, str]:
     """``"seo";r=2;t=30`` -> {"name": "seo", "r": "2", "t": "30"}."""
     name, *params = value.split(";")
@@ -439,7 +457,7 @@ def plan_state() -> list[tuple]:
     )
     quotas = list(
         PlanQuota.objects.order_by("plan__key", "primitive").values_list(
-            "plan__key", "primitive", "limit", "per_seat", "overage", "overage_unit_price"
+            "plan__key", "primitive", "kind", "limit", "per_seat", "overage", "overage_unit_price"
         )
     )
     features = list(
@@ -482,3 +500,24 @@ def subscription_state(customer: Any) -> tuple:
     kit = KitAssignment.objects.filter(customer=customer).values_list("kit_id", flat=True).first()
     periods = list(BillingPeriod.objects.filter(customer=customer).order_by("start").values())
     return subscription, kit, periods, version_of(customer.pk)
+
+
+def admin_form_data(response: Any, **changes: Any) -> dict[str, Any]:
+    """What a browser posts back from an admin change page (``response``) when only
+    ``changes`` (by field name, e.g. ``"quotas-1-limit"``) are edited: every field of the
+    form and of its inlines with the value the page showed."""
+    data: dict[str, Any] = {}
+
+    def add(form: Any) -> None:
+        for field in form:
+            value = field.value()
+            if value is None or value is False:
+                continue
+            data[field.html_name] = "on" if value is True else value
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        add(inline.formset.management_form)
+        for form in inline.formset.forms:
+            add(form)
+    return data | changes | {"_save": "Save"}

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from billing_app.api.authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from billing_app.api.mixins import MeteredMixin
 from billing_app.api.permissions import HasFeature
-from billing_app.decorators import metered, requires_feature
+from billing_app.decorators import metered, requires_feature, unmetered
 
 
 def pages_of(request) -> int:
@@ -167,3 +167,77 @@ class EitherFeatureView(ExportView):
 
 class SessionOnlyExportView(ExportView):
     authentication_classes = [SessionAuthentication]
+
+
+# Requests counted by their path (BILLING_METERED_PATHS), under /test/api/
+
+SEO_PRIMITIVE = "seo"  # not a callable: a BILLING_METERED_PATHS that names it is refused
+
+
+def api_primitive(request) -> str | None:
+    """BILLING_METERED_PATHS as a callable: /test/api/ counts on api.calls, except
+    /test/api/excluded/."""
+    path = request.path_info
+    if path.startswith("/test/api/") and not path.startswith("/test/api/excluded/"):
+        return "api.calls"
+    return None
+
+
+def _plain_answer(request: HttpRequest) -> JsonResponse:
+    """``{"fail": "status"}`` answers 503, ``"exception"`` raises."""
+    fail = json.loads(request.body or b"{}").get("fail") if request.body else None
+    if fail == "status":
+        return JsonResponse({"ok": False}, status=503)
+    if fail == "exception":
+        raise RuntimeError("asked to fail")
+    return JsonResponse({"ok": True, "atomic": connection.in_atomic_block})
+
+
+@csrf_exempt
+def api_plain(request: HttpRequest) -> JsonResponse:
+    """Counted by its path only: no decorator."""
+    return _plain_answer(request)
+
+
+@csrf_exempt
+@metered("seo")
+def api_seo(request: HttpRequest) -> JsonResponse:
+    return _plain_answer(request)
+
+
+@csrf_exempt
+@metered("api.calls", quantity=pages_of)
+def api_pages(request: HttpRequest) -> JsonResponse:
+    """Meters its path's own primitive, by a quantity of its own."""
+    return _plain_answer(request)
+
+
+@csrf_exempt
+@unmetered
+def api_health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+class ApiReportView(MeteredMixin, DRFView):
+    metered = {"post": "seo"}
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+    def post(self, request: Request) -> Response:
+        return _drf_answer(request)
+
+
+class ApiCallsView(MeteredMixin, DRFView):
+    """Meters its path's own primitive."""
+
+    metered = "api.calls"
+
+    def post(self, request: Request) -> Response:
+        return _drf_answer(request)
+
+
+@unmetered
+class ApiStatusView(DRFView):
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})

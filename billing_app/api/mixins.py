@@ -9,7 +9,15 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from ..exceptions import BillingError
-from ..metering.calls import UNMETERED_METHODS, MeteredCall, Quantity, call_start, succeeded
+from ..metering.calls import (
+    UNMETERED_METHODS,
+    MeteredCall,
+    Quantity,
+    call_start,
+    counted_once,
+    headers_add,
+    succeeded,
+)
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .errors import body_of, headers_of, status_of
 
@@ -49,7 +57,8 @@ class MeteredMixin:
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         primitive = self.metered_primitive(request)
-        if primitive:
+        # Under a path counted on the same primitive, the request is counted once already.
+        if primitive and not counted_once(request, primitive):
             # Read unbound: a function set on the class would otherwise get ``self``.
             quantity = inspect.getattr_static(self, "metered_quantity")
             if isinstance(quantity, staticmethod):
@@ -66,8 +75,7 @@ class MeteredMixin:
             raise
         if self.billing_call is not None:
             self.billing_call.finish(succeeded=succeeded(response.status_code))
-            for name, value in self.billing_call.headers().items():
-                response[name] = value
+            headers_add(response, self.billing_call.headers())
         return response
 
     def handle_exception(self, exc: Exception) -> Response:

@@ -5,13 +5,13 @@ operator key that names the customer in ``X-Billing-Customer``."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ..catalog.names import metric_names
 from ..conf import billing_settings
 from ..customers.resolvers import resolve_customer
 from ..exceptions import NotFound
@@ -21,7 +21,7 @@ from ..stripe import calls as stripe_calls
 from ..subscriptions.selectors import invoices_of, subscription_get
 from . import serializers as s
 from .schema import PAGE_PARAMETERS, errors, extend_schema
-from .views import BillingAPIView, Pagination, outside_transactions
+from .views import BillingAPIView, Pagination, outside_transactions, upcoming_answer
 
 
 class CustomerAPIView(BillingAPIView):
@@ -43,32 +43,21 @@ class SubscriptionView(CustomerAPIView):
         return Response(s.SelfSubscriptionSerializer(subscription).data)
 
 
-def usage_key(primitive: str) -> str:
-    """``llm.tokens`` -> ``llmTokens``, as the contract names usage keys, when that name is
-    the primitive's alone; the slug itself when two primitives would share one."""
-    head, *rest = re.split(r"[._-]", primitive)
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def usage_keys(primitives: list[str]) -> dict[str, str]:
-    names: dict[str, list[str]] = {}
-    for primitive in primitives:
-        names.setdefault(usage_key(primitive), []).append(primitive)
-    # A camelCase name shared by two slugs (email.send, email_send) is given to neither.
-    return {
-        primitive: usage_key(primitive) if len(names[usage_key(primitive)]) == 1 else primitive
-        for primitive in primitives
-    }
-
-
 class UsageView(CustomerAPIView):
     @extend_schema(responses=s.SelfUsageSerializer)
     def get(self, request: Request) -> Response:
         rollup = usage_rollup(customer_id=self.customer.pk)
+        counters, gauges = rollup.primitives(), rollup.gauges()
         usage: dict[str, int | None] = {}
-        for primitive, key in usage_keys(rollup.primitives()).items():
-            usage[key] = rollup.usage.get(primitive, 0)
-            usage[key + "Limit"] = rollup.quotas.get(primitive)
+        # Keys are the primitives' metric names (llm.tokens: llmTokens); a gauge shows its
+        # level now (storage, storageLimit), a counter its usage in the window.
+        for primitive, key in metric_names(counters + gauges).items():
+            if primitive in gauges:
+                usage[key] = rollup.levels.get(primitive, 0)
+                usage[key + "Limit"] = rollup.level_limits.get(primitive)
+            else:
+                usage[key] = rollup.usage.get(primitive, 0)
+                usage[key + "Limit"] = rollup.quotas.get(primitive)
         body = {
             "period": label(rollup.period, rollup.window, billing_settings.TIME_ZONE),
             "period_start": rollup.window.start,
@@ -76,6 +65,14 @@ class UsageView(CustomerAPIView):
             "usage": usage,
         }
         return Response(s.SelfUsageSerializer(body).data)
+
+
+class UpcomingView(CustomerAPIView):
+    """Your open period's charges so far and as projected to its end."""
+
+    @extend_schema(responses={200: s.UpcomingSerializer, **errors(404)})
+    def get(self, request: Request) -> Response:
+        return upcoming_answer(self.customer)
 
 
 class InvoicePagination(Pagination):

@@ -7,6 +7,7 @@ from .webhook import webhook
 endpoints = [
     path("subscription", views.SubscriptionView.as_view(), name="self-subscription"),
     path("usage", views.UsageView.as_view(), name="self-usage"),
+    path("upcoming", views.UpcomingView.as_view(), name="self-upcoming"),
     path("invoices", views.InvoicesView.as_view(), name="self-invoices"),
     path("checkout", views.CheckoutView.as_view(), name="self-checkout"),
     path("portal", views.PortalView.as_view(), name="self-portal"),

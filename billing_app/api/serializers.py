@@ -18,8 +18,9 @@ from rest_framework import serializers
 
 from ..conf import billing_settings, customer_id_json
 from ..metering.services import BATCH_LIMIT
-from ..models import BillingPeriod, SubscriptionStatus
+from ..models import BillingPeriod, PlanPrice, SubscriptionStatus, TrialEnd
 from ..periods import PERIODS, interval_name
+from ..validation import MAX_BIGINT
 from .errors import camel_case, snake_case
 
 __all__ = ["camel_case", "snake_case"]
@@ -90,6 +91,42 @@ class AccountKitSerializer(serializers.Serializer):
         return {p.primitive: {"ratePerMinute": p.rate_per_minute} for p in kit.primitives.all()}
 
 
+def flat_errors(errors: Any, prefix: str = "") -> dict[str, Any]:
+    """DRF's nested errors (``{"prices": [{}, {"tiers": [{"upTo": [...]}]}]}``) as paths to
+    the field, ``{"prices.1.tiers.0.upTo": [...]}``, as the services name them."""
+    if isinstance(errors, dict):
+        flat: dict[str, Any] = {}
+        for key, value in errors.items():
+            if key == "non_field_errors" and prefix:
+                path = prefix  # about the list or object itself
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flat_errors(value, path))
+        return flat
+    if isinstance(errors, list) and any(isinstance(item, (dict, list)) for item in errors):
+        flat = {}
+        for index, value in enumerate(errors):
+            flat.update(flat_errors(value, f"{prefix}.{index}"))
+        return flat
+    return {prefix: errors} if errors else {}
+
+
+# Products
+
+
+class ProductInputSerializer(serializers.Serializer):
+    key = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+
+
+class ProductSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    name = serializers.CharField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+
 # Plans
 
 
@@ -104,14 +141,82 @@ class PlanCreditsSerializer(serializers.Serializer):
         return snake_case(dict(super().to_internal_value(data)))
 
 
+def _amount_field(**kwargs: Any) -> serializers.DecimalField:
+    """An amount in minor units, with up to 12 decimals ("0.2" = a fifth of a cent)."""
+    return serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, **kwargs)
+
+
+class TierSerializer(serializers.Serializer):
+    upTo = serializers.IntegerField(
+        source="up_to",
+        min_value=1,
+        max_value=MAX_BIGINT,
+        allow_null=True,
+        required=False,
+        help_text="The tier's last unit; null for the last tier, which is unbounded.",
+    )
+    unitAmount = _amount_field(source="unit_amount")
+    flatAmount = _amount_field(source="flat_amount", allow_null=True, required=False)
+
+
+class PriceSerializer(serializers.Serializer):
+    primitive = primitive_field
+    model = serializers.ChoiceField(
+        choices=PlanPrice.PriceModel.values, default=PlanPrice.PriceModel.PER_UNIT
+    )
+    unitAmount = _amount_field(source="unit_amount", allow_null=True, required=False)
+    packageSize = serializers.IntegerField(
+        source="package_size", min_value=1, max_value=MAX_BIGINT, allow_null=True, required=False
+    )
+    tiers: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=TierSerializer(), required=False, max_length=100
+    )
+    includedQuantity = serializers.IntegerField(
+        source="included_quantity", min_value=0, max_value=MAX_BIGINT, default=0
+    )
+    paymentTerms = serializers.ChoiceField(
+        source="payment_terms",
+        choices=PlanPrice.PaymentTerms.values,
+        default=PlanPrice.PaymentTerms.IN_ARREARS,
+    )
+
+
+def price_data(price: Any) -> dict[str, Any]:
+    def text(value: Any) -> str | None:
+        return None if value is None else f"{value.normalize():f}"
+
+    return {
+        "primitive": price.primitive,
+        "model": price.model,
+        "unitAmount": text(price.unit_amount),
+        "packageSize": price.package_size,
+        "tiers": [
+            {
+                "upTo": tier["up_to"],
+                "unitAmount": tier["unit_amount"],
+                "flatAmount": tier.get("flat_amount"),
+            }
+            for tier in price.tiers
+        ],
+        "includedQuantity": price.included_quantity,
+        "paymentTerms": price.payment_terms,
+    }
+
+
 class PlanInputSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
+    productId = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=64
+    )
+    invoiceDisplayName = serializers.CharField(required=False, allow_blank=True, max_length=200)
     accountKitId = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=64
     )
     stripePriceId = serializers.CharField(required=False, allow_blank=True, max_length=255)
     quotas = _primitive_dict(serializers.IntegerField(min_value=0, max_value=2**63 - 1))
+    # slug -> limit on the gauge's level (storage in bytes): no window
+    gauges = _primitive_dict(serializers.IntegerField(min_value=0, max_value=2**63 - 1))
     perSeat = serializers.ListField(child=primitive_field, required=False, max_length=1000)
     features = serializers.ListField(
         child=serializers.SlugField(max_length=64), required=False, max_length=1000
@@ -128,15 +233,29 @@ class PlanInputSerializer(serializers.Serializer):
     # slug -> credits one unit costs; the plan's credits each billing period (null: none)
     creditCosts = _primitive_dict(serializers.IntegerField(min_value=1, max_value=2**63 - 1))
     credits = PlanCreditsSerializer(required=False, allow_null=True)
+    prices: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=PriceSerializer(), required=False, max_length=1000
+    )
+    minimumCommitment = _amount_field(required=False, allow_null=True)
+    trialDays = serializers.IntegerField(required=False, min_value=0, max_value=730)
+    trialEndAction = serializers.ChoiceField(choices=TrialEnd.values, required=False)
+    trialFallbackPlan = serializers.SlugField(
+        required=False, allow_null=True, allow_blank=True, max_length=64
+    )
 
 
 class PlanSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.CharField()
     name = serializers.CharField()
+    productId = serializers.CharField(source="product.key", allow_null=True, default=None)
+    invoiceDisplayName = serializers.CharField(
+        source="display_name", help_text="What invoices show; the name unless set."
+    )
     accountKitId = serializers.CharField(source="account_kit.key", allow_null=True, default=None)
     stripePriceId = serializers.CharField(source="stripe_price_id")
     quotas = serializers.SerializerMethodField()
+    gauges = serializers.SerializerMethodField()
     perSeat = serializers.SerializerMethodField()
     features = serializers.SerializerMethodField()
     period = serializers.CharField()
@@ -148,11 +267,30 @@ class PlanSerializer(serializers.Serializer):
     active = serializers.BooleanField()
     overage = serializers.SerializerMethodField()
     stripeMeterEvent = serializers.CharField(source="stripe_meter_event")
+    prices = serializers.SerializerMethodField()
+    minimumCommitment = serializers.DecimalField(
+        source="minimum_commitment",
+        max_digits=24,
+        decimal_places=12,
+        normalize_output=True,
+        allow_null=True,
+    )
+    trialDays = serializers.IntegerField(source="trial_days")
+    trialEndAction = serializers.CharField(source="trial_end_action")
+    trialFallbackPlan = serializers.CharField(
+        source="trial_fallback_plan.key", allow_null=True, default=None
+    )
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
+    def get_prices(self, plan: Any) -> list[dict[str, Any]]:
+        return [price_data(price) for price in plan.prices.all()]
+
     def get_quotas(self, plan: Any) -> dict[str, int]:
-        return {quota.primitive: quota.limit for quota in plan.quotas.all()}
+        return {q.primitive: q.limit for q in plan.quotas.all() if q.kind == "counter"}
+
+    def get_gauges(self, plan: Any) -> dict[str, int]:
+        return {q.primitive: q.limit for q in plan.quotas.all() if q.kind == "gauge"}
 
     def get_perSeat(self, plan: Any) -> list[str]:
         return [quota.primitive for quota in plan.quotas.all() if quota.per_seat]
@@ -228,7 +366,16 @@ class SubscriptionInputSerializer(serializers.Serializer):
     billingCycleAnchor = serializers.DateTimeField(required=False, allow_null=True)
     cancelAtPeriodEnd = serializers.BooleanField(required=False)
     seats = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+    trialStart = serializers.DateTimeField(required=False, allow_null=True)
+    trialEnd = serializers.DateTimeField(required=False, allow_null=True)
     assignKit = serializers.BooleanField(default=True)
+
+
+class TrialInputSerializer(serializers.Serializer):
+    planKey = serializers.SlugField(max_length=64)
+    trialEnd = serializers.DateTimeField(
+        required=False, help_text="Default: the plan's trial length (trialDays) from now."
+    )
 
 
 def current_period(subscription: Any) -> BillingPeriod | None:
@@ -266,6 +413,8 @@ class SubscriptionSerializer(serializers.Serializer):
     billingCycleAnchor = serializers.DateTimeField(source="billing_cycle_anchor")
     startedAt = serializers.DateTimeField(source="started_at")
     endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
+    trialStart = serializers.DateTimeField(source="trial_start", allow_null=True)
+    trialEnd = serializers.DateTimeField(source="trial_end", allow_null=True)
     accountKitId = serializers.SerializerMethodField()
     statusChangedAt = serializers.DateTimeField(source="status_changed_at")
     createdAt = serializers.DateTimeField(source="created_at")
@@ -345,6 +494,43 @@ class UsageRollupSerializer(serializers.Serializer):
     periodEnd = serializers.DateTimeField(source="window.end")
     quotas = serializers.DictField(child=serializers.IntegerField())
     usage = serializers.DictField(child=serializers.IntegerField())
+    gauges = serializers.SerializerMethodField()
+
+    def get_gauges(self, rollup: Any) -> dict[str, dict[str, int | None]]:
+        """Each gauge's level now and the limit on it: levels have no window."""
+        return {
+            primitive: {
+                "level": rollup.levels.get(primitive, 0),
+                "limit": rollup.level_limits.get(primitive),
+            }
+            for primitive in rollup.gauges()
+        }
+
+
+class GaugeChangeInputSerializer(serializers.Serializer):
+    op = serializers.ChoiceField(choices=["add", "subtract", "set"])
+    amount = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+    idempotencyKey = serializers.RegexField(
+        r"^[^\x00]*\Z", max_length=255, required=False, allow_blank=True
+    )
+
+
+class GaugeStateSerializer(serializers.Serializer):
+    primitive = serializers.CharField()
+    level = serializers.IntegerField()
+    limit = serializers.IntegerField(allow_null=True)
+
+
+class GaugeChangeSerializer(GaugeStateSerializer):
+    op = serializers.CharField()
+    amount = serializers.IntegerField()
+    delta = serializers.IntegerField(help_text="How much the level moved (0: it did not).")
+    changedAt = serializers.DateTimeField(source="changed_at")
+    idempotencyKey = serializers.SerializerMethodField()
+    duplicate = serializers.BooleanField()
+
+    def get_idempotencyKey(self, changed: Any) -> str | None:
+        return changed.idempotency_key or None
 
 
 class UsageRecordInputSerializer(serializers.Serializer):
@@ -528,11 +714,15 @@ class RedirectURLField(serializers.CharField):
 class SelfSubscriptionSerializer(serializers.Serializer):
     id = serializers.SerializerMethodField()
     plan = serializers.CharField(source="plan.key")
+    planName = serializers.CharField(
+        source="plan.display_name", help_text="The plan as invoices name it."
+    )
     status = serializers.CharField()
     seats = serializers.IntegerField()
     currentPeriodStart = serializers.SerializerMethodField()
     currentPeriodEnd = serializers.SerializerMethodField()
     cancelAtPeriodEnd = serializers.BooleanField(source="cancel_at_period_end")
+    trialEnd = serializers.DateTimeField(source="trial_end", allow_null=True)
 
     def get_id(self, subscription: Any) -> str | None:
         """The Stripe subscription's id; null for one the operator set without Stripe."""
@@ -591,6 +781,60 @@ class PortalInputSerializer(serializers.Serializer):
 
 class RedirectSerializer(serializers.Serializer):
     url = serializers.URLField()
+
+
+# Upcoming charges
+
+
+class ChargeLineSerializer(serializers.Serializer):
+    primitive = serializers.CharField(allow_null=True, help_text="null for the plan's own lines")
+    line = serializers.CharField(help_text="tier-2, packages, minimum, late-<period id>, ...")
+    description = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unitAmount = serializers.CharField(help_text="Minor units, a decimal")
+    amount = serializers.CharField(help_text="quantity x unitAmount, minor units, exact")
+
+
+class ChargesSerializer(serializers.Serializer):
+    lines = ChargeLineSerializer(many=True)
+    total = serializers.CharField()
+
+
+class UpcomingSerializer(serializers.Serializer):
+    plan = serializers.CharField()
+    invoiceDisplayName = serializers.CharField()
+    currency = serializers.CharField()
+    periodStart = serializers.DateTimeField()
+    periodEnd = serializers.DateTimeField()
+    asOf = serializers.DateTimeField()
+    minimumCommitment = serializers.CharField(allow_null=True)
+    charges = ChargesSerializer(help_text="So far: the usage until now, at the plan's prices.")
+    projection = ChargesSerializer(
+        help_text="The whole period: usage so far extrapolated linearly to its end."
+    )
+
+
+def upcoming_data(upcoming: Any) -> dict[str, Any]:
+    from ..cycles.pricing import decimal_text
+
+    plan = upcoming.plan
+    return {
+        "plan": plan.key,
+        "invoiceDisplayName": plan.display_name,
+        "currency": plan.currency,
+        "periodStart": upcoming.period.start,
+        "periodEnd": upcoming.period.end,
+        "asOf": upcoming.at,
+        "minimumCommitment": None if upcoming.minimum is None else decimal_text(upcoming.minimum),
+        "charges": {
+            "lines": [line.as_json() for line in upcoming.so_far],
+            "total": decimal_text(upcoming.so_far_total),
+        },
+        "projection": {
+            "lines": [line.as_json() for line in upcoming.projection],
+            "total": decimal_text(upcoming.projection_total),
+        },
+    }
 
 
 # License checks

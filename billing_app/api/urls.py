@@ -5,6 +5,7 @@ from .docs import SchemaView, api_docs
 
 endpoints = [
     path("plans", views.PlanListView.as_view(), name="plans"),
+    path("products", views.ProductListView.as_view(), name="products"),
     path("account-kits", views.AccountKitListView.as_view(), name="account-kits"),
     path("usage/events", views.UsageEventsView.as_view(), name="usage-events"),
     path("licenses/check", views.LicenseCheckView.as_view(), name="licenses-check"),
@@ -21,6 +22,11 @@ endpoints = [
         "users/<str:user_id>/billing/subscription",
         views.SubscriptionView.as_view(),
         name="user-subscription",
+    ),
+    path(
+        "users/<str:user_id>/billing/subscription/trial",
+        views.TrialView.as_view(),
+        name="user-subscription-trial",
     ),
     path(
         "users/<str:user_id>/billing/subscription/change-plan",
@@ -48,6 +54,9 @@ endpoints = [
         views.UsageRecordCurrentView.as_view(),
         name="user-usage-record-current",
     ),
+    path(
+        "users/<str:user_id>/billing/upcoming", views.UpcomingView.as_view(), name="user-upcoming"
+    ),
     path("users/<str:user_id>/billing/check", views.CheckView.as_view(), name="user-check"),
     path("users/<str:user_id>/billing/credits", credits.CreditsView.as_view(), name="user-credits"),
     path(
@@ -59,6 +68,11 @@ endpoints = [
         "users/<str:user_id>/billing/credits/ledger",
         credits.CreditLedgerView.as_view(),
         name="user-credit-ledger",
+    ),
+    path(
+        "users/<str:user_id>/billing/gauges/<str:primitive>",
+        views.GaugeView.as_view(),
+        name="user-gauge",
     ),
 ]
 

@@ -52,6 +52,8 @@ class BillingAPIView(APIView):
     ]
     parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
     schema = BillingAutoSchema()
+    # Never counted by BILLING_METERED_PATHS: reading one's usage must not use it up.
+    billing_unmetered = True
 
     def get_exception_handler(self) -> Any:
         return billing_exception_handler
@@ -81,9 +83,41 @@ class PlanListView(OperatorAPIView):
         responses={200: s.PlanSerializer, 201: s.PlanSerializer},
     )
     def post(self, request: Request) -> Response:
-        plan, created = catalog.plan_upsert(**self.parse(s.PlanInputSerializer, request.data))
+        serializer = s.PlanInputSerializer(data=request.data)
+        if not serializer.is_valid():
+            errors = dict(serializer.errors)
+            # Prices nest lists in lists: their errors are named by path (prices.0.tiers.1.upTo).
+            errors.update(s.flat_errors(errors.pop("prices", {}), "prices"))
+            raise ValidationError(errors)
+        data = s.snake_case(dict(serializer.validated_data))
+        if "prices" in data:
+            data["prices"] = [_plain(price) for price in data["prices"]]
+        plan, created = catalog.plan_upsert(**data)
         plan = catalog_selectors.plan_list().get(pk=plan.pk)
         return Response(s.PlanSerializer(plan).data, status=_created(created))
+
+
+def _plain(price: Any) -> dict[str, Any]:
+    """A parsed price as the service takes it (tiers as plain dicts)."""
+    price = dict(price)
+    price["tiers"] = [dict(tier) for tier in price.get("tiers") or []]
+    return price
+
+
+class ProductListView(OperatorAPIView):
+    @extend_schema(responses=s.ProductSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(s.ProductSerializer(catalog_selectors.product_list(), many=True).data)
+
+    @extend_schema(
+        request=s.ProductInputSerializer,
+        responses={200: s.ProductSerializer, 201: s.ProductSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        product, created = catalog.product_upsert(
+            **self.parse(s.ProductInputSerializer, request.data)
+        )
+        return Response(s.ProductSerializer(product).data, status=_created(created))
 
 
 class AccountKitListView(OperatorAPIView):
@@ -166,6 +200,21 @@ class SubscriptionView(OperatorAPIView):
         customer = customers_selectors.customer_get(customer_id=user_id)
         subscriptions.subscription_set(
             customer=customer, **self.parse(s.SubscriptionInputSerializer, request.data)
+        )
+        return subscription_answer(customer)
+
+
+class TrialView(OperatorAPIView):
+    """Start a trial without Stripe and without a card: one per customer."""
+
+    @extend_schema(
+        request=s.TrialInputSerializer,
+        responses={200: s.SubscriptionSerializer, **errors(404, 409)},
+    )
+    def post(self, request: Request, user_id: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        subscriptions.trial_start(
+            customer=customer, **self.parse(s.TrialInputSerializer, request.data)
         )
         return subscription_answer(customer)
 
@@ -291,6 +340,38 @@ class UsageView(OperatorAPIView):
         return Response(body, status=_created(not reservation.duplicate))
 
 
+class GaugeView(OperatorAPIView):
+    """A gauge of the customer (storage, say): its level and limit; ``POST`` changes it."""
+
+    @extend_schema(responses={200: s.GaugeStateSerializer, **errors(400, 404)})
+    def get(self, request: Request, user_id: str, primitive: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        self.parse(s.CheckInputSerializer, {"primitive": primitive})
+        state = metering_selectors.gauge_state(customer_id=customer.pk, primitive=primitive)
+        return Response(s.GaugeStateSerializer(state).data)
+
+    @extend_schema(
+        request=s.GaugeChangeInputSerializer,
+        responses={
+            201: s.GaugeChangeSerializer,
+            200: s.GaugeChangeSerializer,
+            **errors(402, 403, 404, 409, 429, status_403=REFUSED_OR_FORBIDDEN),
+        },
+    )
+    def post(self, request: Request, user_id: str, primitive: str) -> Response:
+        customer = customers_selectors.customer_get(customer_id=user_id)
+        data = self.parse(s.GaugeChangeInputSerializer, request.data)
+        header = request.headers.get("Idempotency-Key", "")
+        if "idempotency_key" not in data and header:
+            data["idempotency_key"] = self.parse(
+                s.GaugeChangeInputSerializer,
+                {"op": "set", "amount": 0, "idempotencyKey": header},
+            )["idempotency_key"]
+        changed = metering.gauge_change(customer_id=customer.pk, primitive=primitive, **data)
+        body = s.GaugeChangeSerializer(changed).data
+        return Response(body, status=_created(not changed.duplicate))
+
+
 class Pagination(CursorPagination):
     """Cursor pages of 20 (``pageSize``, at most 100) as ``{<key>: [...], next, previous}``."""
 
@@ -353,6 +434,21 @@ class UsageRecordCurrentView(OperatorAPIView):
         if record is None:
             raise NotFound("This customer has no open billing period (no live subscription).")
         return Response(s.CycleRecordSerializer(record).data)
+
+
+def upcoming_answer(customer: Any) -> Response:
+    upcoming = cycles.upcoming(customer=customer)
+    if upcoming is None:
+        raise NotFound("There is no open billing period (no live subscription).")
+    return Response(s.UpcomingSerializer(s.upcoming_data(upcoming)).data)
+
+
+class UpcomingView(OperatorAPIView):
+    """The open period's charges so far and as projected to its end (read only)."""
+
+    @extend_schema(responses={200: s.UpcomingSerializer, **errors(404)})
+    def get(self, request: Request, user_id: str) -> Response:
+        return upcoming_answer(customers_selectors.customer_get(customer_id=user_id))
 
 
 class CheckView(OperatorAPIView):

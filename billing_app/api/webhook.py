@@ -84,3 +84,7 @@ def webhook(request: HttpRequest) -> JsonResponse:
         )
         return JsonResponse({"error": "processing_failed", "event": event["id"]}, status=500)
     return JsonResponse({"received": True, "event": event["id"]})
+
+
+# Stripe carries no customer credentials: never counted by BILLING_METERED_PATHS.
+webhook.billing_unmetered = True  # type: ignore[attr-defined]

@@ -73,10 +73,16 @@ def _resolver(path: str) -> Any:
     return import_string(path)
 
 
+def customer_of(request: Any) -> Any:
+    """The customer of ``request``, by ``BILLING_CUSTOMER_RESOLVER``, or None when the
+    request has no credentials that name one."""
+    return _resolver(billing_settings.CUSTOMER_RESOLVER)(request)
+
+
 def resolve_customer(request: Any) -> Any:
     """The customer of ``request``, by ``BILLING_CUSTOMER_RESOLVER``; CustomerRequired when
     there is none."""
-    customer = _resolver(billing_settings.CUSTOMER_RESOLVER)(request)
+    customer = customer_of(request)
     if customer is None:
         raise CustomerRequired("This request needs an authenticated customer.")
     return customer

@@ -8,25 +8,49 @@ against the quota first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
 from typing import Any
 
 from django.db.models import Sum
 from django.utils import timezone
 
 from ..conf import billing_settings
-from ..models import BillingPeriod, QuotaGrant, Subscription, UsageEvent, UsageRecord
+from ..models import (
+    AdvanceCharge,
+    BillingPeriod,
+    GaugeEvent,
+    Plan,
+    QuotaGrant,
+    Subscription,
+    UsageEvent,
+    UsageRecord,
+)
+from ..periods import cycle_window
+from .pricing import (
+    MINIMUM,
+    PLACES,
+    ZERO,
+    Charges,
+    Line,
+    advance_lines,
+    late_line,
+    period_charges,
+    projected,
+)
 
 Usage = dict[str, dict[str, Any]]
 
 
-def quotas_of(period: BillingPeriod, seats: int) -> dict[str, int]:
-    """The quotas a period is measured against: its plan's, per seat where they are."""
+def quotas_of(period: BillingPeriod, seats: int, *, kind: str = "counter") -> dict[str, int]:
+    """The quotas (or, with ``kind="gauge"``, the limits on gauges' levels) a period is
+    measured against: its plan's, per seat where they are."""
     return {
         quota.primitive: quota.limit * seats if quota.per_seat else quota.limit
         for quota in period.plan.quotas.all()
+        if quota.kind == kind
     }
 
 
@@ -68,16 +92,103 @@ def usage_between(
     return usage
 
 
+def gauges_between(
+    *, customer_id: Any, start: datetime, end: datetime, limits: Mapping[str, int]
+) -> Usage:
+    """Per gauge, its level over ``[start, end)``: at the end, at its peak, and on average
+    over time (the level integrated over the span, in unit-hours, divided by its length),
+    and its overage, the average of the level's excess over the limit. The average of a
+    monthly period is the unit-months a price per GB-month bills. Rounded half up to
+    whole units; ``unitHours`` is a decimal string."""
+    events = GaugeEvent.objects.filter(customer_id=customer_id).order_by()
+    used = events.filter(occurred_at__lt=end).values_list("primitive", flat=True).distinct()
+    usage: Usage = {}
+    for primitive in sorted({*limits, *used}):
+        mine = events.filter(primitive=primitive)
+        level = (
+            mine.filter(occurred_at__lt=start)
+            .order_by("-occurred_at", "-id")
+            .values_list("level_after", flat=True)
+            .first()
+        ) or 0
+        changes = (
+            mine.filter(occurred_at__gte=start, occurred_at__lt=end)
+            .order_by("occurred_at", "id")
+            .values_list("occurred_at", "level_after")
+        )
+        entry = level_over_time(start, end, level, changes.iterator(), limits.get(primitive))
+        if entry["peak"] or primitive in limits:
+            usage[primitive] = entry
+    return usage
+
+
+def level_over_time(
+    start: datetime,
+    end: datetime,
+    level: int,
+    changes: Iterable[tuple[datetime, int]],
+    limit: int | None,
+) -> dict[str, Any]:
+    """The usage entry of a gauge at ``level`` at ``start`` that then takes the levels of
+    ``changes`` (instant, level after), in order. Exact: integrated in unit-microseconds."""
+    total = excess = 0
+    peak, since = level, start
+
+    def hold(until: datetime) -> None:
+        nonlocal total, excess
+        span = (until - since) // timedelta(microseconds=1)
+        total += level * span
+        if limit is not None:
+            excess += max(0, level - limit) * span
+
+    for at, after in changes:
+        hold(at)
+        level, since = after, at
+        peak = max(peak, level)
+    hold(end)
+    length = max(1, (end - start) // timedelta(microseconds=1))
+    with localcontext() as context:
+        context.prec = 80
+        unit_hours = (Decimal(total) / MICROSECONDS_PER_HOUR).quantize(Decimal("0.000001"))
+    return {
+        "kind": "gauge",
+        "level": level,
+        "peak": peak,
+        "average": _rounded(total, length),
+        "unitHours": f"{unit_hours.normalize():f}",
+        "quota": limit,
+        "overage": _rounded(excess, length) if limit is not None else 0,
+    }
+
+
+MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
+
+
+def _rounded(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half up, exactly."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
 def period_usage(period: BillingPeriod, *, until: datetime | None = None) -> Usage:
     seats = Subscription.objects.filter(pk=period.subscription_id).values_list("seats", flat=True)
+    count = seats.first() or 1
     end = period.end if until is None else min(until, period.end)
-    return usage_between(
+    usage = usage_between(
         customer_id=period.customer_id,
         start=period.start,
         end=end,
-        quotas=quotas_of(period, seats.first() or 1),
+        quotas=quotas_of(period, count),
         grants=grants_of(period.customer_id),
     )
+    usage.update(
+        gauges_between(
+            customer_id=period.customer_id,
+            start=period.start,
+            end=end,
+            limits=quotas_of(period, count, kind="gauge"),
+        )
+    )
+    return usage
 
 
 def grants_of(customer_id: Any) -> dict[tuple[str, datetime], int]:
@@ -112,8 +223,9 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
         ).select_related("period")
     )
     billed: dict[tuple[int, str], dict[str, int]] = {}
+    # Gauges change now or never: no change reaches a closed period late.
     for record in records:
-        for primitive, entry in record.usage.items():
+        for primitive, entry in _counters(record.usage).items():
             billed[(record.pk, primitive)] = {"used": entry["used"], "overage": entry["overage"]}
     later = UsageRecord.objects.filter(customer_id=customer_id, closed_at__gte=since)
     for record in later:
@@ -125,7 +237,7 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
     adjustments = []
     grants = grants_of(customer_id)
     for record in sorted(records, key=lambda r: r.period.start):
-        quotas = {p: entry["quota"] for p, entry in record.usage.items()}
+        quotas = {p: entry["quota"] for p, entry in _counters(record.usage).items()}
         now = usage_between(
             customer_id=customer_id,
             start=record.period.start,
@@ -146,6 +258,10 @@ def late_adjustments(*, customer_id: Any, before: datetime) -> list[dict[str, An
                     }
                 )
     return adjustments
+
+
+def _counters(usage: Usage) -> Usage:
+    return {p: entry for p, entry in usage.items() if entry.get("kind") != "gauge"}
 
 
 @dataclass(frozen=True)
@@ -188,3 +304,164 @@ def record_current(*, customer: Any, at: datetime | None = None) -> CurrentRecor
 def records_of(*, customer: Any, status: str | None = None) -> Any:
     records = UsageRecord.objects.filter(customer=customer).select_related("plan", "period")
     return records.filter(status=status) if status else records
+
+
+# --- charges: what periods cost under their plans' prices -----------------------------
+
+
+def _subscription_of(period: BillingPeriod) -> Subscription:
+    return Subscription.objects.get(pk=period.subscription_id)
+
+
+def is_trial(period: BillingPeriod, subscription: Subscription | None = None) -> bool:
+    """A period that starts inside the subscription's trial is not charged."""
+    return (subscription or _subscription_of(period)).in_trial(period.start)
+
+
+def minimum_of(period: BillingPeriod, subscription: Subscription | None = None) -> Decimal | None:
+    """The plan's minimum commitment for the period, in proportion to the share of a full
+    billing cycle it covers (a plan change splits a cycle into two shorter periods)."""
+    plan = period.plan
+    if plan.minimum_commitment is None:
+        return None
+    subscription = subscription or _subscription_of(period)
+    cycle = cycle_window(plan.billing_cadence, subscription.billing_cycle_anchor, period.start)
+    step = timedelta(microseconds=1)
+    covered, full = (period.end - period.start) // step, (cycle.end - cycle.start) // step
+    if covered >= full:
+        return plan.minimum_commitment
+    return (plan.minimum_commitment * covered / full).quantize(PLACES)
+
+
+def advance_of(period: BillingPeriod, subscription: Subscription | None = None) -> list[Line]:
+    """What the period is charged when it opens: as charged, once it was, else as it will
+    be at the plan's prices now."""
+    charged = AdvanceCharge.objects.filter(period=period).first()
+    if charged is not None:
+        return [Line.from_json(line) for line in charged.lines]
+    if is_trial(period, subscription):
+        return []
+    return [line for price in period.plan.prices.all() for line in advance_lines(price)]
+
+
+def own_charges(
+    period: BillingPeriod,
+    used: Mapping[str, int],
+    *,
+    advance: list[Line] | None = None,
+    subscription: Subscription | None = None,
+) -> Charges:
+    """The charges of a period's own usage (``used``: primitive -> units): in advance,
+    in arrears, and the minimum commitment's top-up. None in a trial."""
+    subscription = subscription or _subscription_of(period)
+    if is_trial(period, subscription):
+        return Charges()
+    return period_charges(
+        period.plan.prices.all(),
+        used,
+        advance=advance_of(period, subscription) if advance is None else advance,
+        minimum=minimum_of(period, subscription),
+    )
+
+
+def late_charges(
+    *, customer_id: Any, adjustments: list[dict[str, Any]], exclude_record: Any = None
+) -> list[tuple[BillingPeriod, Line]]:
+    """The adjustments' charges, each at the prices of the period it belongs to: what its
+    usage costs now minus what was charged for it (its record and earlier adjustments)."""
+    wanted = {adjustment["periodId"] for adjustment in adjustments if adjustment["used"]}
+    if not wanted:
+        return []
+    records = {
+        record.pk: record
+        for record in UsageRecord.objects.filter(pk__in=wanted).select_related(
+            "period__plan", "period__subscription"
+        )
+    }
+    since = min(record.closed_at for record in records.values())
+    earlier = UsageRecord.objects.filter(customer_id=customer_id, closed_at__gte=since)
+    if exclude_record is not None:
+        earlier = earlier.exclude(pk=exclude_record)
+    billed: dict[tuple[int, str], int] = {}
+    for later in earlier.only("adjustments"):
+        for adjustment in later.adjustments:
+            key = (adjustment["periodId"], adjustment["primitive"])
+            billed[key] = billed.get(key, 0) + adjustment["used"]
+    charges = []
+    for adjustment in adjustments:
+        record = records.get(adjustment["periodId"])
+        if record is None or not adjustment["used"]:
+            continue
+        period, primitive = record.period, adjustment["primitive"]
+        price = next((p for p in period.plan.prices.all() if p.primitive == primitive), None)
+        if price is None or is_trial(period, period.subscription):
+            continue
+        was = record.usage.get(primitive, {}).get("used", 0)
+        line = late_line(
+            price,
+            billed=was + billed.get((period.pk, primitive), 0),
+            late=adjustment["used"],
+            label=f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}",
+            line=f"late-{period.pk}",
+        )
+        if line is not None:
+            charges.append((period, line))
+    return charges
+
+
+def used_of(usage: Usage) -> dict[str, int]:
+    return {primitive: entry.get("used", 0) for primitive, entry in usage.items()}
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """The open period's charges so far and as projected to its end."""
+
+    period: BillingPeriod
+    at: datetime
+    minimum: Decimal | None
+    so_far: list[Line]
+    projection: list[Line]
+    late: list[tuple[BillingPeriod, Line]]
+
+    @property
+    def plan(self) -> Plan:
+        return self.period.plan
+
+    @property
+    def so_far_total(self) -> Decimal:
+        return sum((line.amount for line in self.so_far), ZERO)
+
+    @property
+    def projection_total(self) -> Decimal:
+        return sum((line.amount for line in self.projection), ZERO)
+
+
+def upcoming(*, customer: Any, at: datetime | None = None) -> Upcoming | None:
+    """What the open period costs so far, and what it will at this pace: each primitive's
+    usage so far extrapolated linearly to the period's end (``used x period length /
+    time elapsed``). Late usage of earlier periods, billed with this one, is in both as
+    it stands; the minimum commitment's top-up only in the projection (it is decided at
+    the end). Reads only."""
+    at = at or timezone.now()
+    current = record_current(customer=customer, at=at)
+    if current is None:
+        return None
+    period = current.period
+    subscription = _subscription_of(period)
+    used = used_of(current.usage)
+    advance = [] if is_trial(period, subscription) else advance_of(period, subscription)
+    so_far = own_charges(period, used, advance=advance, subscription=subscription)
+    elapsed, length = at - period.start, period.end - period.start
+    ahead = {p: projected(n, elapsed=elapsed, length=length) for p, n in used.items()}
+    projection = own_charges(period, ahead, advance=advance, subscription=subscription)
+    late = late_charges(customer_id=period.customer_id, adjustments=current.adjustments)
+    late_lines = [line for _, line in late]
+    return Upcoming(
+        period=period,
+        at=at,
+        minimum=None if is_trial(period, subscription) else minimum_of(period, subscription),
+        so_far=[line for line in so_far.lines if line.line != MINIMUM] + late_lines,
+        projection=projection.lines + late_lines,
+        late=late,
+    )

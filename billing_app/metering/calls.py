@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, connection
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
-from ..customers.resolvers import resolve_customer
+from ..conf import billing_settings
+from ..customers.resolvers import customer_of, resolve_customer
 from ..exceptions import CallRefused, InvalidInput
 from .ledger import Reservation
 from .services import usage_alert, usage_refund, usage_reserve
@@ -79,7 +82,21 @@ def quota_headers(
 def call_start(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCall:
     """Decide and reserve a metered call of ``request``; raises ``CallRefused`` (or
     ``CustomerRequired``) when it may not run. The caller runs the work, then ``finish``."""
-    customer = resolve_customer(request)
+    return _start(request, resolve_customer(request), primitive=primitive, quantity=quantity)
+
+
+def path_call_start(request: Any, *, primitive: str, quantity: Quantity = 1) -> MeteredCall | None:
+    """``call_start`` for a request counted by its path: None, and nothing reserved, when
+    the request carries no credentials (the view decides whether it may run anonymously:
+    a login page, a public document). Credentials that name no customer it may act for are
+    refused as ``call_start`` refuses them."""
+    customer = customer_of(request)
+    if customer is None:
+        return None
+    return _start(request, customer, primitive=primitive, quantity=quantity)
+
+
+def _start(request: Any, customer: Any, *, primitive: str, quantity: Quantity) -> MeteredCall:
     amount = quantity(request) if callable(quantity) else quantity
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < 2**63:
         raise InvalidInput(
@@ -113,3 +130,32 @@ def refusal_headers(error: CallRefused) -> dict[str, str]:
 
 def succeeded(status_code: int) -> bool:
     return 200 <= status_code < 400
+
+
+def headers_add(response: Any, headers: dict[str, str]) -> None:
+    """Set ``headers`` on ``response``, appending to a field it has already: a request
+    counted on two primitives carries both policies (the fields are lists)."""
+    for name, value in headers.items():
+        response[name] = f"{response[name]}, {value}" if name in response else value
+
+
+def path_primitive(request: Any) -> str | None:
+    """The primitive ``BILLING_METERED_PATHS`` counts ``request`` on, or None."""
+    rule = billing_settings.METERED_PATHS
+    if not rule:
+        return None
+    if isinstance(rule, str):
+        return _callable(rule)(request)
+    path = request.path_info
+    matches = [prefix for prefix in rule if path.startswith(prefix)]
+    return rule[max(matches, key=len)] if matches else None
+
+
+@cache
+def _callable(path: str) -> Callable[[Any], str | None]:
+    return import_string(path)
+
+
+def counted_once(request: Any, primitive: str) -> bool:
+    """Whether the request is counted on ``primitive`` already (by its path)."""
+    return any(call.primitive == primitive for call in getattr(request, "billing_calls", ()))

@@ -33,7 +33,7 @@ from ..exceptions import (
 )
 from ..periods import Window, minute_window
 from ..validation import MAX_BIGINT
-from . import alerts, ledger
+from . import alerts, ledger, levels
 from .credits import balance_of, credits_refresh
 from .ledger import Outcome, Reservation
 
@@ -77,6 +77,8 @@ def usage_reserve(
     at = at or now
     entitlement = entitlement_for(customer_id=customer_id)
     for _ in range(ATTEMPTS):
+        if primitive in entitlement.gauges:
+            raise not_a_counter(primitive)
         try:
             if enforce:
                 admit(entitlement, primitive=primitive, at=now)
@@ -206,6 +208,12 @@ def _seconds_until(instant: datetime) -> int:
     return max(1, math.ceil((instant - timezone.now()).total_seconds()))
 
 
+def not_a_counter(primitive: str) -> InvalidInput:
+    return InvalidInput(
+        {"primitive": [f"{primitive} is a gauge on this plan: change its level, not usage."]}
+    )
+
+
 def usage_refund(*, reservation: Reservation) -> None:
     """Undo the reservation of a call that failed: it costs nothing."""
     ledger.refund(reservation)
@@ -316,6 +324,9 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
         entitlement = entitlements.get(fields["customer_id"])
         if entitlement is None:
             items.append({"userId": [f"No customer with id {fields['raw_id']!r}."]})
+            continue
+        if fields["primitive"] in entitlement.gauges:
+            items.append(not_a_counter(fields["primitive"]).fields)
             continue
         try:
             admit(entitlement, primitive=fields["primitive"], at=parser.now)
@@ -507,3 +518,85 @@ def _id_error(value: Any) -> str:
 
 
 Quantity = int | Callable[[Any], int]
+
+
+# --- gauges ----------------------------------------------------------------------------
+
+GAUGE_OPS = (levels.ADD, levels.SUBTRACT, levels.SET)
+
+
+def gauge_change(
+    *, customer_id: Any, primitive: str, op: str, amount: int, idempotency_key: str = ""
+) -> levels.Changed:
+    """Change the customer's gauge ``primitive``: ``add`` or ``subtract`` ``amount``, or
+    ``set`` the level to it. A change that raises the level is refused as a metered call
+    is (the kit: 403, the subscription's status: 402, the plan's limit on the level:
+    ``QuotaExceeded``), decided by the database against the entitlement's version; one
+    that lowers it always succeeds and never goes below zero. A known idempotency key
+    answers its first change; with another change, ``Conflict``."""
+    _check_gauge_input(primitive=primitive, op=op, amount=amount, key=idempotency_key)
+    now = timezone.now()
+    entitlement = entitlement_for(customer_id=customer_id)
+    for _ in range(ATTEMPTS):
+        if primitive in entitlement.quotas:
+            raise InvalidInput(
+                {"primitive": [f"{primitive} is counted per window on this plan, not a gauge."]}
+            )
+        # A set may raise the level or lower it: refused from raising it, it may still
+        # lower it (limit -1 admits no increase).
+        refusal: CallRefused | None = None
+        if op != levels.SUBTRACT:
+            try:
+                admit(entitlement, primitive=primitive, at=now)
+            except CallRefused as refused:
+                if not entitlement_is_current(entitlement):
+                    entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+                    continue
+                if op == levels.ADD:
+                    raise
+                refusal = refused
+        quota = entitlement.gauge(primitive)
+        limit = quota.limit if quota and not quota.billed else None
+        attempt = levels.change(
+            levels.Change(
+                customer_id=customer_id,
+                version=entitlement.version,
+                primitive=primitive,
+                op=op,
+                amount=amount,
+                limit=-1 if refusal else limit,
+                idempotency_key=idempotency_key,
+            )
+        )
+        if attempt.outcome is levels.Outcome.STALE:
+            entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+            continue
+        if attempt.outcome is levels.Outcome.OVER_LIMIT:
+            if refusal is not None:
+                raise refusal
+            assert quota is not None
+            raise QuotaExceeded(
+                f"The {primitive} limit ({quota.limit}) leaves no room for this change "
+                f"(the level is {attempt.level}).",
+                primitive=primitive,
+                limit=quota.limit,
+                used=attempt.level,
+            )
+        assert attempt.changed is not None
+        return replace(attempt.changed, limit=quota.limit if quota else None)
+    raise BillingError("The customer's entitlement kept changing; try again.")
+
+
+def _check_gauge_input(*, primitive: Any, op: Any, amount: Any, key: Any) -> None:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(primitive, str) or not _PRIMITIVE.match(primitive):
+        errors["primitive"] = ["A primitive is a slug such as 'storage' or 'files.bytes'."]
+    if op not in GAUGE_OPS:
+        errors["op"] = [f"One of {', '.join(GAUGE_OPS)}, not {op!r}."]
+    smallest = 0 if op == levels.SET else 1
+    if isinstance(amount, bool) or not isinstance(amount, int) or not smallest <= amount < 2**63:
+        errors["amount"] = [f"An integer from {smallest} to 2^63 - 1, not {amount!r}."]
+    if not isinstance(key, str) or len(key) > 255 or "\x00" in key:
+        errors["idempotency_key"] = ["A string of at most 255 characters, without NUL."]
+    if errors:
+        raise InvalidInput(errors)

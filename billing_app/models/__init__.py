@@ -6,8 +6,11 @@ from .catalog import (
     Period,
     Plan,
     PlanFeature,
+    PlanPrice,
     PlanQuota,
     PrimitiveField,
+    Product,
+    TrialEnd,
     validate_primitive,
 )
 from .credits import (
@@ -20,8 +23,16 @@ from .credits import (
     PlanCredits,
 )
 from .customers import EntitlementVersion, KitAssignment, OperatorKey, QuotaGrant, TenantToken
-from .cycles import UsageRecord
-from .metering import IdempotencyKey, RateCounter, UsageAlert, UsageCounter, UsageEvent
+from .cycles import AdvanceCharge, UsageRecord
+from .metering import (
+    GaugeEvent,
+    GaugeLevel,
+    IdempotencyKey,
+    RateCounter,
+    UsageAlert,
+    UsageCounter,
+    UsageEvent,
+)
 from .outbox import OutboxMessage
 from .problems import Problem
 from .subscriptions import (
@@ -35,6 +46,7 @@ from .subscriptions import (
 __all__ = [
     "ENDED_STATUSES",
     "AccountKit",
+    "AdvanceCharge",
     "BillingPeriod",
     "CreditAutoTopUp",
     "CreditBalance",
@@ -42,6 +54,8 @@ __all__ = [
     "CreditGrant",
     "CreditPack",
     "EntitlementVersion",
+    "GaugeEvent",
+    "GaugeLevel",
     "IdempotencyKey",
     "KitAssignment",
     "KitPrimitive",
@@ -52,15 +66,18 @@ __all__ = [
     "PlanCreditCost",
     "PlanCredits",
     "PlanFeature",
+    "PlanPrice",
     "PlanQuota",
     "PrimitiveField",
     "Problem",
+    "Product",
     "QuotaGrant",
     "RateCounter",
     "Seat",
     "Subscription",
     "SubscriptionStatus",
     "TenantToken",
+    "TrialEnd",
     "UsageAlert",
     "UsageCounter",
     "UsageEvent",

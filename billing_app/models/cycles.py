@@ -39,3 +39,31 @@ class UsageRecord(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.period} ({self.status})"
+
+
+class AdvanceCharge(models.Model):
+    """What a billing period was charged when it opened: the included quantity of its
+    in-advance prices, priced then. Written once per period, with its outbox messages;
+    read when the period closes (the minimum commitment counts it) and by the preview. It
+    outlives its period should Stripe's periods later replace it: the charge was sent."""
+
+    period = models.OneToOneField(
+        BillingPeriod,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="advance_charge",
+    )
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    # [{"primitive", "line", "description", "quantity", "unitAmount", "amount"}]
+    lines = models.JSONField(default=list, blank=True)
+    charged_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start"]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.period_start:%Y-%m-%d} (in advance)"

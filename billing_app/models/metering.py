@@ -132,3 +132,71 @@ class UsageAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.primitive} {self.threshold:%}"
+
+
+class GaugeLevel(models.Model):
+    """The level of one customer's gauge (storage in bytes, say): it goes up and down and
+    has no window. Rebuilt from its events at any time (the sum of their deltas); the hot
+    path changes it with one conditional upsert on the unique index below."""
+
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    primitive = PrimitiveField()
+    level = models.BigIntegerField(default=0)
+    # The delta of the latest change: the statement that changes the level returns it, so
+    # the change's event is written in the same statement without reading the old level.
+    last_change = models.BigIntegerField(default=0)
+    # When it last changed; never goes back, so events in id order are in time order too.
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "primitive"], name="billing_gauge_level_unique"
+            ),
+            models.CheckConstraint(condition=Q(level__gte=0), name="billing_gauge_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.primitive}: {self.level}"
+
+
+class GaugeEvent(models.Model):
+    """One change of a gauge: what was asked (``op``, ``amount``) and what it did
+    (``delta``, ``level_after``). Append-only; the level is the sum of the deltas, and the
+    usage record of a period integrates ``level_after`` over time. An idempotency key is
+    recorded once per customer: its change is made once however often it is sent."""
+
+    class Op(models.TextChoices):
+        ADD = "add"
+        SUBTRACT = "subtract"
+        SET = "set"
+
+    customer = models.ForeignKey(CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="+")
+    primitive = PrimitiveField()
+    op = models.CharField(max_length=8, choices=Op.choices)
+    amount = models.BigIntegerField()
+    delta = models.BigIntegerField()
+    level_after = models.BigIntegerField()
+    occurred_at = models.DateTimeField()
+    idempotency_key = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="billing_gauge_key_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(level_after__gte=0, amount__gte=0), name="billing_gauge_event_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["customer", "primitive", "occurred_at"], name="billing_gauge_event_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.primitive} {self.op} {self.amount}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -56,6 +58,9 @@ class Subscription(TimeStamped):
         blank=True,
         help_text=_("A plan change reset usage here: the quota window restarts at this time."),
     )
+    # Kept once the trial is over (Stripe keeps them too): a customer gets one trial.
+    trial_start = models.DateTimeField(null=True, blank=True)
+    trial_end = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -72,6 +77,11 @@ class Subscription(TimeStamped):
     @property
     def ended(self) -> bool:
         return self.status in ENDED_STATUSES
+
+    def in_trial(self, instant: datetime) -> bool:
+        """Whether ``instant`` falls inside the subscription's trial."""
+        start, end = self.trial_start, self.trial_end
+        return start is not None and end is not None and start <= instant < end
 
 
 class BillingPeriod(models.Model):

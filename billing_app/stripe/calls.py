@@ -23,6 +23,7 @@ from ..exceptions import Conflict, InvalidInput, StripeNotApplied, StripeUnavail
 from ..models import CreditPack, Plan, Problem, Subscription
 from ..problems import problem_record
 from ..subscriptions import services as subscriptions
+from ..subscriptions.selectors import trial_taken
 from .sync import PACK_METADATA_KEY, plain, stripe_id, subscription_apply
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def checkout_create(*, customer: Any, price_id: str, success_url: str, cancel_ur
     """A Checkout Session in subscription mode for an active plan's price; its URL. A
     customer with a live Stripe subscription changes plan instead: Checkout would make a
     second subscription."""
-    if not price_id or not Plan.objects.filter(stripe_price_id=price_id, active=True).exists():
+    plan = Plan.objects.filter(stripe_price_id=price_id, active=True).first() if price_id else None
+    if plan is None:
         raise InvalidInput({"price_id": [f"{price_id!r} is not the price of an active plan."]})
     current = Subscription.objects.filter(customer=customer).first()
     if current is not None and current.stripe_subscription_id and not current.ended:
@@ -77,16 +79,21 @@ def checkout_create(*, customer: Any, price_id: str, success_url: str, cancel_ur
             fields={"price_id": ["A live subscription exists; change its plan instead."]},
         )
     key = billing_settings.STRIPE_METADATA_KEY
+    stripe_customer = customer_for(customer)
+    subscription_data: dict[str, Any] = {"metadata": {key: str(customer.pk)}}
+    # One trial per customer: none for one that had it, here or on Stripe.
+    if plan.trial_days and not trial_taken(customer=customer, stripe_customer_id=stripe_customer):
+        subscription_data["trial_period_days"] = plan.trial_days
     session = _call(
         stripe.checkout.Session.create,
         mode="subscription",
-        customer=customer_for(customer),
+        customer=stripe_customer,
         line_items=[{"price": price_id, "quantity": 1}],
         success_url=success_url,
         cancel_url=cancel_url,
         client_reference_id=str(customer.pk),
         metadata={key: str(customer.pk)},
-        subscription_data={"metadata": {key: str(customer.pk)}},
+        subscription_data=subscription_data,
     )
     return session["url"]
 

@@ -94,6 +94,7 @@ def state(data: dict[str, Any]) -> tuple[Any, ...]:
         data.get("cancel_at_period_end"),
         data.get("billing_cycle_anchor"),
         data.get("ended_at"),
+        data.get("trial_end"),
         stripe_id(data.get("customer")),
         items,
     )
@@ -146,6 +147,8 @@ def subscription_apply(
             started_at=_time(data.get("start_date")),
             ended_at=_time(data.get("ended_at")) or _time(data.get("canceled_at")),
             seats=_seats(item),
+            trial_start=_time(data.get("trial_start")),
+            trial_end=_time(data.get("trial_end")),
             source="stripe",
         )
 

@@ -66,3 +66,26 @@ def invoices_of(*, customer: Any) -> Any:
     if row := subscription.first():
         customers |= Q(customer_id=row.stripe_customer_id)
     return Invoice.objects.filter(customers).order_by("-created", "-djstripe_id")
+
+
+def trial_taken(*, customer: Any, stripe_customer_id: str = "") -> bool:
+    """Whether the customer had a trial: here, or by any of its Stripe customers (ours, or
+    any Stripe subscription of theirs dj-stripe has synced with a trial)."""
+    from djstripe.models import Customer as StripeCustomer
+    from djstripe.models import Subscription as StripeSubscription
+
+    own = Subscription.objects.filter(customer=customer).first()
+    if own is not None and own.trial_start is not None:
+        return True
+    stripe_ids = set(
+        StripeCustomer.objects.filter(subscriber=customer).values_list("id", flat=True)
+    )
+    stripe_ids.update(i for i in (stripe_customer_id, own and own.stripe_customer_id) if i)
+    if not stripe_ids:
+        return False
+    if Subscription.objects.filter(
+        stripe_customer_id__in=stripe_ids, trial_start__isnull=False
+    ).exists():
+        return True
+    synced = StripeSubscription.objects.filter(customer_id__in=stripe_ids)
+    return any(row.stripe_data.get("trial_start") for row in synced.only("stripe_data"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -26,10 +26,19 @@ from ..customers.selectors import is_active
 from ..customers.services import kit_assign
 from ..entitlements import entitlements_changed
 from ..exceptions import Conflict, InvalidInput, NotFound
-from ..models import ENDED_STATUSES, BillingPeriod, Plan, Seat, Subscription, SubscriptionStatus
+from ..models import (
+    ENDED_STATUSES,
+    BillingPeriod,
+    Plan,
+    Seat,
+    Subscription,
+    SubscriptionStatus,
+    TrialEnd,
+)
 from ..outbox.services import webhook_add
 from ..periods import cycle_window, parse_cadence
 from ..validation import MAX_INT, UNSET, check_count, full_clean, invalid
+from .selectors import trial_taken
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ def subscription_set(
     started_at: datetime | None = UNSET,
     ended_at: datetime | None = UNSET,
     seats: int = UNSET,
+    trial_start: datetime | None = UNSET,
+    trial_end: datetime | None = UNSET,
     assign_kit: bool = True,
     source: str = Source.OPERATOR,
     at: datetime | None = None,
@@ -62,6 +73,8 @@ def subscription_set(
     billing period (Stripe's, or the operator's); without them periods follow the plan's
     billing cadence from the anchor. A subscription that starts, or starts again after it
     ended, gets a new anchor (``billing_cycle_anchor``, else its start) and a new period.
+    ``trial_start``/``trial_end`` state its trial (a trial end alone starts it now); once
+    set they stay, as Stripe keeps them, and say the customer had its trial.
     """
     at = at or timezone.now()
     try:
@@ -73,6 +86,8 @@ def subscription_set(
     if seats is not UNSET:
         check_count("seats", seats, what="seats", minimum=1, maximum=MAX_INT)
     given = _given_period(current_period_start, current_period_end)
+    trial_start = None if trial_start is UNSET else trial_start
+    trial_end = None if trial_end is UNSET else trial_end
 
     subscription = Subscription.objects.select_for_update().filter(customer=customer).first()
     new_status = (
@@ -113,6 +128,14 @@ def subscription_set(
         subscription.usage_reset_at = at
     subscription.plan = plan
     subscription.status = new_status
+    if trial_end is not None:
+        ongoing = subscription.trial_end is not None and subscription.trial_end > at
+        begins = trial_start or (subscription.trial_start if ongoing else None) or at
+        if trial_end <= begins:
+            raise invalid("trial_end", "The trial must end after it starts.")
+        subscription.trial_start, subscription.trial_end = begins, trial_end
+    elif trial_start is not None:
+        subscription.trial_start = trial_start
     for field, value in {
         "stripe_customer_id": stripe_customer_id,
         "stripe_subscription_id": stripe_subscription_id,
@@ -326,17 +349,23 @@ def periods_ensure(subscription: Subscription, at: datetime) -> None:
 
 def periods_advance(*, at: datetime | None = None) -> list[tuple[Any, str]]:
     """For every live subscription whose period has run out: end it when it was to cancel
-    at period end and no Stripe subscription drives it, else open the next period(s). Each
-    subscription in its own transaction; one that fails is logged and answered, and the
-    others go on. Answers the (subscription id, error) of failures."""
+    at period end and no Stripe subscription drives it, else open the next period(s). And
+    for every trial no Stripe subscription drives that has ended: what its plan says
+    (convert, fall back, stop). Each subscription in its own transaction; one that fails
+    is logged and answered, and the others go on. Answers the (subscription id, error) of
+    failures."""
     at = at or timezone.now()
     failures = []
-    due = (
+    ran_out = (
         Subscription.objects.exclude(status__in=ENDED_STATUSES)
         .exclude(periods__end__gt=at)
         .values_list("pk", flat=True)
     )
-    for pk in list(due):
+    trials_over = Subscription.objects.filter(
+        status=SubscriptionStatus.TRIALING, trial_end__lte=at, stripe_subscription_id=""
+    ).values_list("pk", flat=True)
+    due = sorted({*ran_out, *trials_over})
+    for pk in due:
         try:
             with transaction.atomic():
                 _advance(pk, at)
@@ -353,9 +382,9 @@ def _advance(pk: Any, at: datetime) -> None:
     if subscription is None or subscription.ended:
         return
     latest = BillingPeriod.objects.filter(subscription=subscription).order_by("-start").first()
-    if latest is not None and latest.end > at:
-        return
-    if subscription.cancel_at_period_end and not subscription.stripe_subscription_id and latest:
+    ran_out = latest is None or latest.end <= at
+    here = not subscription.stripe_subscription_id
+    if ran_out and subscription.cancel_at_period_end and here and latest:
         subscription_set(
             customer=subscription.customer,
             plan_key=subscription.plan.key,
@@ -365,7 +394,97 @@ def _advance(pk: Any, at: datetime) -> None:
             at=at,
         )
         return
-    periods_ensure(subscription, at)
+    trial_end = subscription.trial_end
+    if (
+        here
+        and subscription.status == SubscriptionStatus.TRIALING
+        and trial_end
+        and trial_end <= at
+    ):
+        subscription = _trial_over(subscription, trial_end)
+        if subscription.ended:
+            return
+        ran_out = True
+    if ran_out:
+        periods_ensure(subscription, at)
+
+
+def _trial_over(subscription: Subscription, trial_end: datetime) -> Subscription:
+    """Carry out what the plan says at the end of a trial, as of its end: go on
+    (``convert``), move to the fallback plan (``fallback``), or end (``stop``)."""
+    plan = subscription.plan
+    action = plan.trial_end_action
+    target = None
+    if action == TrialEnd.FALLBACK:
+        target = plan.trial_fallback_plan or (
+            Plan.objects.filter(key=billing_settings.FALLBACK_PLAN).first()
+            if billing_settings.FALLBACK_PLAN
+            else None
+        )
+        if target is None:
+            logger.warning(
+                "The trial of %s ended and plan %s has no plan to fall back to: it stops.",
+                subscription.customer_id,
+                plan.key,
+            )
+            action = TrialEnd.STOP
+    if action == TrialEnd.STOP:
+        return subscription_set(
+            customer=subscription.customer,
+            plan_key=plan.key,
+            status=SubscriptionStatus.CANCELED,
+            ended_at=trial_end,
+            assign_kit=False,
+            at=trial_end,
+        )
+    return subscription_set(
+        customer=subscription.customer,
+        plan_key=target.key if target is not None else plan.key,
+        status=SubscriptionStatus.ACTIVE,
+        assign_kit=target is not None,
+        at=trial_end,
+    )
+
+
+@transaction.atomic
+def trial_start(
+    *,
+    customer: Any,
+    plan_key: str,
+    trial_end: datetime | None = None,
+    at: datetime | None = None,
+) -> Subscription:
+    """Start a trial of ``plan_key`` without Stripe and without a card: the subscription
+    is ``trialing`` until ``trial_end`` (default: the plan's trial length from now), its
+    first billing period runs to it and its billing cycle is anchored there, as Stripe
+    anchors a trial's. The scheduler carries out the plan's ``trial_end_action`` then.
+    One trial per customer, and per Stripe customer."""
+    at = at or timezone.now()
+    plan = Plan.objects.filter(key=plan_key, active=True).first()
+    if plan is None:
+        raise invalid("plan_key", f"No active plan with key {plan_key!r}.")
+    if trial_end is None:
+        if not plan.trial_days:
+            raise invalid("plan_key", f"Plan {plan_key!r} has no trial: give trial_end.")
+        trial_end = at + timedelta(days=plan.trial_days)
+    elif trial_end <= at:
+        raise invalid("trial_end", "The trial must end in the future.")
+    current = Subscription.objects.select_for_update().filter(customer=customer).first()
+    if current is not None and current.stripe_subscription_id and not current.ended:
+        raise Conflict("Stripe drives this customer's subscription: trials start at Checkout.")
+    if trial_taken(customer=customer):
+        raise Conflict("This customer has had its trial.")
+    return subscription_set(
+        customer=customer,
+        plan_key=plan.key,
+        status=SubscriptionStatus.TRIALING,
+        trial_start=at,
+        trial_end=trial_end,
+        current_period_start=at,
+        current_period_end=trial_end,
+        billing_cycle_anchor=trial_end,
+        at=at,
+    )
 
 
 # --- operator-managed lifecycle --------------------------------------------------------

@@ -830,6 +830,7 @@ def test_usage_of_a_customer_without_subscription(api, customer):
         "period",
         "quotas",
         "usage",
+        "gauges",
         "periodStart",
         "periodEnd",
     }
@@ -837,6 +838,7 @@ def test_usage_of_a_customer_without_subscription(api, customer):
     assert body["status"] is None
     assert body["quotas"] == {}
     assert body["usage"] == {}
+    assert body["gauges"] == {}
     assert body["period"] == "month"
     window = entitlement_for(customer_id=customer.pk, fresh=True).window(timezone.now())
     assert datetime.fromisoformat(body["periodStart"]) == window.start

@@ -137,6 +137,8 @@ def test_subscription_shape(me, pro, customer, stripe_stub):
     assert body == {
         "id": sub["id"],
         "plan": "pro",
+        "planName": "Pro",
+        "trialEnd": None,
         "status": "active",
         "seats": 1,
         "currentPeriodStart": iso(from_stripe(item["current_period_start"])),
