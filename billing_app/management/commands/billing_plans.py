@@ -21,7 +21,7 @@ INVALID, DIFFERS = 2, 1
 
 class Command(BaseCommand):
     help = (
-        "Plans as code. 'apply FILE' makes the catalog (Account Kits and plans) what FILE "
+        "Plans as code. 'apply FILE' makes the catalog (products, Account Kits, plans) what FILE "
         "(JSON or YAML; '-' reads stdin) says, in one transaction, and prints the changes; "
         "--dry-run rolls them back, --check only compares and exits 1 when the database "
         "differs, --prune retires plans that customers are on. 'export' writes the catalog "
