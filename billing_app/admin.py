@@ -12,7 +12,13 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -72,7 +78,17 @@ def _rows(formsets: list[Any], model: type) -> list[dict[str, Any]]:
     return rows
 
 
-class _ServiceSaveAdmin(admin.ModelAdmin):
+class _BillingAdmin(admin.ModelAdmin):
+    """What every admin of the app shares: a query string with a NUL character is refused
+    (PostgreSQL cannot compare text with one; Django's filters and search pass it on)."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if any("\x00" in "".join([key, *values]) for key, values in request.GET.lists()):
+            return HttpResponseBadRequest("A query parameter holds a NUL character.")
+        return super().changelist_view(request, extra_context)
+
+
+class _ServiceSaveAdmin(_BillingAdmin):
     """The object and its inlines are written together by a service, in ``save_related``
     (after Django has validated the whole page), never by the forms themselves."""
 
@@ -260,7 +276,7 @@ class SeatInline(admin.TabularInline):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(_BillingAdmin):
     list_display = ["customer", "plan", "status", "seats", "cancel_at_period_end", "updated_at"]
     list_filter = ["status", "plan"]
     list_select_related = ["customer", "plan"]
@@ -549,7 +565,7 @@ def _percent(used: int, limit: int | None) -> int:
 
 
 @admin.register(KitAssignment)
-class KitAssignmentAdmin(admin.ModelAdmin):
+class KitAssignmentAdmin(_BillingAdmin):
     list_display = ["customer", "kit", "assigned_at"]
     list_filter = ["kit"]
     raw_id_fields = ["customer"]
@@ -566,7 +582,7 @@ class KitAssignmentAdmin(admin.ModelAdmin):
             customers.kit_assign(customer=assignment.customer, kit=None)
 
 
-class _KeyAdmin(APIKeyModelAdmin):
+class _KeyAdmin(_BillingAdmin, APIKeyModelAdmin):
     """Keys are created by a service and shown once in a message; revoking is an action."""
 
     actions = ["revoke"]
@@ -615,7 +631,7 @@ class TenantTokenAdmin(_KeyAdmin):
         )
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class _ReadOnlyAdmin(_BillingAdmin):
     """Written by the app only: the admin shows these, never edits them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -174,6 +174,14 @@ def test_changelist_renders(admin, world, model):
     assert response.context["cl"].result_count == MODELS[model].objects.count() > 0
 
 
+@pytest.mark.parametrize("query", ["status=%00", "q=%00", "primitive=a%00b", "%00=1"])
+@pytest.mark.parametrize("model", EDITABLE + READ_ONLY)
+def test_a_nul_in_a_changelist_query_is_a_400(admin, world, model, query):
+    """PostgreSQL refuses a NUL in a text parameter; Django's filters pass it on as sent."""
+    response = admin.get(url(model, "changelist") + "?" + query)
+    assert response.status_code == 400
+
+
 @pytest.mark.parametrize("model", EDITABLE + READ_ONLY)
 def test_change_page_renders(admin, world, model):
     response = admin.get(url(model, "change", world[model].pk))
