@@ -391,7 +391,7 @@ def test_the_admin_subscription_page_shows_the_gauge(admin_client, customer):
 # Billing a level over time: the worked example of docs/howto/gauges.md
 
 
-def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, clock):
+def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, clock, api):
     """April 2026 (30 days, 720 hours). Storage holds 2 GB on April 1, 10 GB from the
     11th, 16 GB from the 21st and 8 GB from the 26th; the plan includes 10 GB and bills
     2.3 cents per GB-month (0.0000000023 cents per byte-month) beyond. 5,760 GB-hours, an
@@ -415,6 +415,9 @@ def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, 
     current = record_current(customer=customer)
     assert current is not None
     assert current.usage["storage"]["average"] == 4_666_666_667  # (2x240 + 10x120) / 360
+    answer = api.get(f"/v1/users/{customer.pk}/billing/usage/records/current")
+    assert answer.status_code == 200
+    assert answer.json()["usage"]["storage"]["average"] == 4_666_666_667
     clock.set("2026-04-21 00:00")
     gauge.add(6 * GB)  # past the 10 GB included: billed, not refused
     clock.set("2026-04-26 00:00")
@@ -424,6 +427,18 @@ def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, 
     (record,) = closer.records_close()
 
     assert record.usage["storage"] == {
+        "kind": "gauge",
+        "level": 8 * GB,
+        "peak": 16 * GB,
+        "average": 8 * GB,
+        "unitHours": "5760000000000",
+        "quota": 10 * GB,
+        "overage": 1 * GB,
+    }
+    answer = api.get(f"/v1/users/{customer.pk}/billing/usage/records")
+    assert answer.status_code == 200
+    (listed,) = [r for r in answer.json()["records"] if r["id"] == record.pk]
+    assert listed["usage"]["storage"] == {
         "kind": "gauge",
         "level": 8 * GB,
         "peak": 16 * GB,

@@ -646,10 +646,21 @@ class UsageRecordStatusSerializer(serializers.Serializer):
 
 
 class CycleUsageSerializer(serializers.Serializer):
-    used = serializers.IntegerField()
-    quota = serializers.IntegerField(allow_null=True)
+    """A counter's use over the period, or a gauge's level over it (see the gauges how-to)."""
+
+    kind = serializers.ChoiceField(choices=["counter", "gauge"], default="counter")
+    used = serializers.IntegerField(required=False, help_text="A counter's use")
+    quota = serializers.IntegerField(allow_null=True, help_text="A gauge's limit, or the quota")
     overage = serializers.IntegerField()
     granted = serializers.IntegerField(required=False, help_text="One-off quota grants")
+    level = serializers.IntegerField(required=False, help_text="A gauge's level at the end")
+    peak = serializers.IntegerField(required=False, help_text="A gauge's highest level")
+    average = serializers.IntegerField(
+        required=False, help_text="A gauge's time-weighted average level"
+    )
+    unitHours = serializers.CharField(
+        required=False, help_text="A gauge's level integrated over the period (decimal)"
+    )
 
 
 class CycleAdjustmentSerializer(serializers.Serializer):
