@@ -39,6 +39,7 @@ from .models import (
     SubscriptionStatus,
 )
 from .periods import Window, window_for
+from .validation import MAX_BIGINT
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,9 @@ def _credits_granted(customer_id: Any) -> dict[str, Any]:
 
 
 def _quota(quota: PlanQuota, seats: int) -> Quota:
-    return Quota(quota.limit * seats if quota.per_seat else quota.limit, quota.overage == "bill")
+    # A per-seat limit times the seats stops at what the counters hold (2^63 - 1).
+    limit = min(quota.limit * seats, MAX_BIGINT) if quota.per_seat else quota.limit
+    return Quota(limit, quota.overage == "bill")
 
 
 def _fallback_plan() -> Plan | None:

@@ -478,3 +478,32 @@ def test_the_average_rounds_half_up_and_unit_hours_keep_fractions():
         3,
         1,
     )
+
+
+def test_a_per_seat_limit_past_what_a_counter_holds_stops_there(api, customer):
+    """2^62 per seat for 4 seats is past 2^63 - 1: the limit is 2^63 - 1, and a change
+    past it is refused, not a 500 (PostgreSQL's bigint, SQLite's integer)."""
+    most = 2**63 - 1
+    catalog.plan_upsert(
+        key="wide",
+        name="Wide",
+        quotas={"api.calls": 2**62},
+        gauges={"storage": 2**62},
+        per_seat=["api.calls", "storage"],
+    )
+    subscriptions.subscription_set(customer=customer, plan_key="wide", seats=4)
+    url = f"/v1/users/{customer.pk}/billing/gauges/storage"
+
+    assert api.post(url, {"op": "add", "amount": most - 10}, format="json").status_code == 201
+    refused = api.post(url, {"op": "add", "amount": 100}, format="json")
+    record = api.post(
+        f"/v1/users/{customer.pk}/billing/usage",
+        {"primitive": "api.calls", "quantity": 5},
+        format="json",
+    )
+
+    assert refused.status_code == 429
+    assert refused.json()["usage"] == {"current": most - 10, "limit": most}
+    assert record.status_code == 201
+    assert api.get(f"/v1/users/{customer.pk}/billing/gauges/storage").json()["limit"] == most
+    assert api.get(f"/v1/users/{customer.pk}/billing/usage/records/current").status_code == 200
