@@ -709,3 +709,56 @@ def test_a_price_the_catalog_refuses_is_named_by_its_path_in_the_file(write):
         in err.splitlines()
     )
     assert not Plan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "field"),
+    [("trialDay", "trialDays"), ("price", "prices"), ("minimumCommittment", "minimumCommitment")],
+)
+def test_a_misspelt_plan_field_is_a_problem_not_a_quota(write, member, field):
+    data = {"billing": {"plans": {"pro": {"apiCalls": 5, member: 14}}}}
+
+    status, _, err = plans("apply", write(json.dumps(data)))
+
+    assert status == 2
+    assert f"billing.plans.pro.{member}: is not a plan field: did you mean {field}?" in err
+    assert not Plan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"billing": {"plans": {"pro": {"accountKitId": ["x"]}}}}',
+            "billing.plans.pro.accountKitId: no Account Kit",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"name": "P\\u0000"}}}}',
+            "billing.plans.pro.name: must be text",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"name": "\\ud800"}}}}',
+            "billing.plans.pro.name: must be text",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"productId": "a\\u0000"}}}}',
+            "billing.plans.pro.productId: no product",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"accountKitId": "k\\u0000"}}}}',
+            "billing.plans.pro.accountKitId: no Account Kit",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"trialFallbackPlan": "f\\u0000"}}}}',
+            "trialFallbackPlan: must be the key",
+        ),
+        ("[" * 100000, "file: Nested too deeply."),
+        ("null", "file: must be an object"),
+    ],
+)
+def test_input_no_database_can_take_is_a_problem_named_by_its_path(write, text, message):
+    status, _, err = plans("apply", write(text))
+
+    assert status == 2
+    assert message in err
+    assert not Plan.objects.exists()

@@ -31,6 +31,7 @@ Kit or a product the file does not name is left as it is.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable
@@ -139,6 +140,8 @@ def catalog_parse(text: str, *, syntax: str = "json") -> Any:
 
         try:
             return yaml.safe_load(text)
+        except RecursionError:
+            raise InvalidInput({"file": ["Nested too deeply."]}) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
@@ -160,11 +163,21 @@ def catalog_parse(text: str, *, syntax: str = "json") -> Any:
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
         raise InvalidInput({where: [f"Not JSON: {error.msg}."]}) from None
+    except RecursionError:
+        raise InvalidInput({"file": ["Nested too deeply."]}) from None
     if duplicates:
         raise InvalidInput(
             {"file": [f"{json.dumps(key)} appears twice in one object." for key in duplicates]}
         )
     return data
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -174,7 +187,7 @@ class _Reader:
     problems: dict[str, list[str]] = field(default_factory=dict)
 
     def problem(self, path: Path, message: str) -> None:
-        self.problems.setdefault(path_of(*path), []).append(message)
+        self.problems.setdefault(path_of(*path) or "file", []).append(message)
 
     def object(self, path: Path, value: Any) -> dict[str, Any] | None:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -184,6 +197,9 @@ class _Reader:
 
     def string(self, path: Path, value: Any, *, most: int, empty: bool = True) -> Any:
         if isinstance(value, str) and len(value) <= most and (empty or value):
+            if "\x00" in value or not _encodable(value):
+                self.problem(path, "must be text: no NUL character, no lone surrogate")
+                return None
             return value
         what = "a string" if empty else "a non-empty string"
         self.problem(path, f"must be {what} of at most {most} characters")
@@ -308,12 +324,18 @@ def _read_kit(
 
 
 def _key(reader: _Reader, path: Path, key: str) -> None:
-    try:
-        if not 0 < len(key) <= 64:
-            raise ValidationError("length")
-        validate_slug(key)
-    except ValidationError:
+    if not _is_key(key):
         reader.problem(path, "is not a key: a slug of letters, digits, '-' or '_', at most 64")
+
+
+def _is_key(value: Any) -> bool:
+    try:
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise ValidationError("not a short string")
+        validate_slug(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _read_plan(
@@ -337,7 +359,15 @@ def _read_plan(
         if member in PLAN_FIELDS or member == "kit":
             continue
         primitive = _metric(member)
-        if primitive is None:
+        field_like = difflib.get_close_matches(member, [*PLAN_FIELDS, "kit"], n=1, cutoff=0.8)
+        if field_like:
+            # A misspelt field would otherwise become a quota on a primitive of its name.
+            reader.problem(
+                at,
+                f"is not a plan field: did you mean {field_like[0]}? (A metric of this name "
+                "goes in quotas or gauges.)",
+            )
+        elif primitive is None:
             reader.problem(
                 at,
                 "is neither a plan field nor a metric (a camelCase name such as apiCalls, or "
@@ -424,7 +454,7 @@ def _read_commercial_terms(
     priced once) by the catalog's services when the file is applied, under the same paths."""
     if "productId" in plan:
         product = plan["productId"]
-        known = isinstance(product, str) and (
+        known = _is_key(product) and (
             product in products or Product.objects.filter(key=product).exists()
         )
         if product is None or known:
@@ -485,7 +515,7 @@ def _read_commercial_terms(
             )
     if plan.get("trialFallbackPlan") is not None:
         fallback = plan["trialFallbackPlan"]
-        if fallback == key or not isinstance(fallback, str):
+        if fallback == key or not _is_key(fallback):
             reader.problem((*path, "trialFallbackPlan"), "must be the key of another plan")
         else:
             read["trialFallbackPlan"] = fallback
@@ -609,9 +639,9 @@ def _plan_kit(
         kits[kit_key] = read
         return kit_key
     kit_key = plan.get("accountKitId")
-    if kit_key is None or kit_key in kits:
+    if kit_key is None or (isinstance(kit_key, str) and kit_key in kits):
         return kit_key
-    if not isinstance(kit_key, str) or not AccountKit.objects.filter(key=kit_key).exists():
+    if not _is_key(kit_key) or not AccountKit.objects.filter(key=kit_key).exists():
         reader.problem(
             (*path, "accountKitId"), f"no Account Kit {kit_key!r} in the file or the database"
         )
