@@ -89,7 +89,7 @@ def subscription_set(
     trial_start = None if trial_start is UNSET else trial_start
     trial_end = None if trial_end is UNSET else trial_end
 
-    subscription = Subscription.objects.select_for_update().filter(customer=customer).first()
+    subscription = _locked_subscription(customer)
     new_status = (
         status
         if status is not UNSET
@@ -165,6 +165,15 @@ def subscription_set(
         kit_assign(customer=customer, kit=plan.account_kit)
     _announce(subscription)
     return subscription
+
+
+def _locked_subscription(customer: Any) -> Subscription | None:
+    """The customer's subscription, locked until the transaction ends. The customer's row
+    is locked first: a first subscription has no row to lock yet, and two writers would
+    both create it."""
+    customers = type(customer)._default_manager.select_for_update()
+    customers.filter(pk=customer.pk).values_list("pk", flat=True).first()
+    return Subscription.objects.select_for_update().filter(customer=customer).first()
 
 
 def _given_period(start: Any, end: Any) -> tuple[datetime, datetime] | None:
@@ -469,7 +478,7 @@ def trial_start(
         trial_end = at + timedelta(days=plan.trial_days)
     elif trial_end <= at:
         raise invalid("trial_end", "The trial must end in the future.")
-    current = Subscription.objects.select_for_update().filter(customer=customer).first()
+    current = _locked_subscription(customer)
     if current is not None and current.stripe_subscription_id and not current.ended:
         raise Conflict("Stripe drives this customer's subscription: trials start at Checkout.")
     if trial_taken(customer=customer):
