@@ -78,13 +78,22 @@ def _rows(formsets: list[Any], model: type) -> list[dict[str, Any]]:
     return rows
 
 
+# The date hierarchy's parameters, and the largest each can be.
+_DATE_PARTS = {"year": 9999, "month": 12, "day": 31}
+
+
 class _BillingAdmin(admin.ModelAdmin):
     """What every admin of the app shares: a query string with a NUL character is refused
-    (PostgreSQL cannot compare text with one; Django's filters and search pass it on)."""
+    (PostgreSQL cannot compare text with one; Django's filters and search pass it on), and
+    so is a date part no date can have (year 9999999999 overflows)."""
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        if any("\x00" in "".join([key, *values]) for key, values in request.GET.lists()):
-            return HttpResponseBadRequest("A query parameter holds a NUL character.")
+        for key, values in request.GET.lists():
+            if "\x00" in "".join([key, *values]):
+                return HttpResponseBadRequest("A query parameter holds a NUL character.")
+            most = _DATE_PARTS.get(key.rsplit("__", 1)[-1])
+            if most and not all(v.isdigit() and 1 <= int(v) <= most for v in values):
+                return HttpResponseBadRequest(f"{key} is not a date part.")
         return super().changelist_view(request, extra_context)
 
 

@@ -375,6 +375,25 @@ def test_usage_shows_gauges_as_enforced(api, customer, customer_client):
     assert billing.for_customer(customer).usage().levels == {"storage": 42}
 
 
+def test_check_answers_a_gauges_level_and_room(api, customer):
+    on_plan(customer, limit=100).add(90)
+    url = f"/v1/users/{customer.pk}/billing/check?primitive=storage"
+
+    fits = api.get(url + "&quantity=10").json()
+    too_much = api.get(url + "&quantity=11").json()
+
+    assert fits == {
+        "allowed": True,
+        "reason": None,
+        "limit": 100,
+        "used": 90,
+        "remaining": 10,
+        "resetsAt": None,
+    }
+    assert (too_much["allowed"], too_much["reason"]) == (False, "rate_limited")
+    assert GaugeEvent.objects.count() == 1  # checking changed nothing
+
+
 def test_the_admin_subscription_page_shows_the_gauge(admin_client, customer):
     on_plan(customer, limit=100).add(42)
     subscription = customer.billing_subscription

@@ -597,7 +597,9 @@ class CheckSerializer(serializers.Serializer):
     limit = serializers.IntegerField(allow_null=True)
     used = serializers.IntegerField()
     remaining = serializers.IntegerField(allow_null=True)
-    resetsAt = serializers.DateTimeField(source="resets_at")
+    resetsAt = serializers.DateTimeField(
+        source="resets_at", allow_null=True, help_text="None for a gauge: no window resets it."
+    )
 
 
 class UsageBatchEventSerializer(serializers.Serializer):

@@ -265,13 +265,17 @@ class Check:
     limit: int | None
     used: int
     remaining: int | None
-    resets_at: datetime
+    resets_at: datetime | None  # None: a gauge's level, which no window resets
 
 
 def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check:
-    """Would a call of ``quantity`` be admitted now? Consumes nothing."""
+    """Would a call of ``quantity`` be admitted now (for a gauge: an increase of
+    ``quantity``)? Consumes nothing."""
     now = timezone.now()
     entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+    gauge = entitlement.gauge(primitive)
+    if gauge is not None:
+        return _gauge_check(entitlement, customer_id, primitive, quantity, gauge, now)
     window = entitlement.window(now)
     used = ledger.used_in(customer_id=customer_id, primitive=primitive, window=window)
     quota = entitlement.quota(primitive, window)
@@ -288,6 +292,21 @@ def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check
     if reason is None and quota and not quota.billed and quantity > (remaining or 0):
         reason = QuotaExceeded.code
     return Check(reason is None, reason, limit, used, remaining, window.end)
+
+
+def _gauge_check(
+    entitlement: Any, customer_id: Any, primitive: str, quantity: int, gauge: Any, now: Any
+) -> Check:
+    level = levels.level_of(customer_id, primitive)
+    remaining = max(0, gauge.limit - level)
+    reason = None
+    try:
+        admit(entitlement, primitive=primitive, at=now)
+    except CallRefused as refused:
+        reason = refused.code
+    if reason is None and not gauge.billed and quantity > remaining:
+        reason = QuotaExceeded.code
+    return Check(reason is None, reason, gauge.limit, level, remaining, None)
 
 
 def _calls_this_minute(customer_id: Any, primitive: str) -> int:
