@@ -346,7 +346,7 @@ class GaugeView(OperatorAPIView):
     @extend_schema(responses={200: s.GaugeStateSerializer, **errors(400, 404)})
     def get(self, request: Request, user_id: str, primitive: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
-        self.parse(s.CheckInputSerializer, {"primitive": primitive})
+        primitive = self.parse(s.CheckInputSerializer, {"primitive": primitive})["primitive"]
         state = metering_selectors.gauge_state(customer_id=customer.pk, primitive=primitive)
         return Response(s.GaugeStateSerializer(state).data)
 

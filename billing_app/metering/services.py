@@ -248,10 +248,15 @@ def usage_record(
     )
 
 
+def _days(span: timedelta) -> str:
+    """``35 days``; a span of part of a day as ``timedelta`` prints it."""
+    return f"{span.days} days" if span == timedelta(days=span.days) else str(span)
+
+
 def check_timestamp(field: str, at: datetime, *, now: datetime) -> datetime:
     if at < now - billing_settings.LATE_USAGE_WINDOW:
         raise InvalidInput(
-            {field: [f"Usage older than {billing_settings.LATE_USAGE_WINDOW} is refused."]}
+            {field: [f"Usage older than {_days(billing_settings.LATE_USAGE_WINDOW)} is refused."]}
         )
     if at > now + FUTURE_TOLERANCE:
         raise InvalidInput({field: ["Usage may not be more than 5 minutes ahead."]})

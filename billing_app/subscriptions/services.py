@@ -474,7 +474,7 @@ def trial_start(
         raise invalid("plan_key", f"No active plan with key {plan_key!r}.")
     if trial_end is None:
         if not plan.trial_days:
-            raise invalid("plan_key", f"Plan {plan_key!r} has no trial: give trial_end.")
+            raise invalid("plan_key", f"Plan {plan_key!r} has no trial: give the trial's end.")
         trial_end = at + timedelta(days=plan.trial_days)
     elif trial_end <= at:
         raise invalid("trial_end", "The trial must end in the future.")

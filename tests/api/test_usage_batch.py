@@ -105,7 +105,7 @@ def kit_without_aeo(customer):
         pytest.param(
             lambda c: event(c, timestamp=iso(timezone.now() - timedelta(days=400))),
             "timestamp",
-            "older",
+            "older than 35 days is refused",
             id="too-old",
         ),
         pytest.param(

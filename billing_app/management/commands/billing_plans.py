@@ -50,7 +50,9 @@ class Command(BaseCommand):
         if action == "export":
             if file is not None:
                 raise CommandError("export writes to stdout, or to --output FILE.")
-            text = catalog_dump(catalog_export(), syntax=options["format"] or "json")
+            output = options["output"] or ""
+            syntax = options["format"] or ("yaml" if output.endswith((".yaml", ".yml")) else "json")
+            text = catalog_dump(catalog_export(), syntax=syntax)
             if options["output"]:
                 Path(options["output"]).write_text(text, encoding="utf-8")
             else:
