@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -19,7 +22,8 @@ pytestmark = [
 ]
 
 
-DEMO_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_TEMPLATES = ROOT / "templates"
 
 
 @pytest.fixture
@@ -81,3 +85,39 @@ def test_billing_page_asks_a_signed_out_visitor_to_log_in(demo):
     html = response.content.decode()
     assert '<label for="id_username">' in html and '<label for="id_password">' in html
     assert 'name="next" value="/billing/account/"' in html
+
+
+# A request the demo answers 500 to: its database has no tables, so looking up the key fails.
+CRASH = """
+import django
+django.setup()
+from django.test import Client
+response = Client(raise_request_exception=False).get(
+    "/v1/plans", HTTP_AUTHORIZATION="Bearer sk_abc.def"
+)
+print(response.status_code)
+"""
+
+
+def test_a_500_is_logged_to_stderr_with_the_demos_settings(tmp_path):
+    """With DEBUG off, Django's own logging sends errors only to mail_admins: the demo's
+    settings log them to stderr, so a 500 under gunicorn leaves a trace."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "testserver",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.stdout.strip() == "500", done.stderr
+    assert "Internal Server Error: /v1/plans" in done.stderr
+    assert "Traceback" in done.stderr and "no such table" in done.stderr
