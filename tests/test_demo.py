@@ -35,9 +35,9 @@ def demo(settings):
     return Client()
 
 
-def seed() -> str:
+def seed(*args: str) -> str:
     out = StringIO()
-    call_command("demo_seed", stdout=out)
+    call_command("demo_seed", *args, stdout=out)
     return out.getvalue()
 
 
@@ -74,6 +74,54 @@ def test_seed_again_keeps_the_login(demo):
     user, password = re.search(r"\(user (\S+), password (\S+)\)", printed).groups()
     assert demo.login(username=user, password=password)
     assert get_user_model().objects.filter(username=user).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "base"),
+    [
+        ((), "http://127.0.0.1:8000"),
+        (("--address", "0.0.0.0:9000"), "http://0.0.0.0:9000"),
+        (("--address", "8001"), "http://127.0.0.1:8001"),
+        (("--address", "[::1]:8002"), "http://[::1]:8002"),
+    ],
+)
+def test_seed_prints_the_address_the_demo_is_served_on(demo, args, base):
+    printed = seed(*args)
+
+    urls = re.findall(r"http://\S+", printed)
+    assert urls == [f"{base}/billing/account/", f"{base}/admin/"]
+
+
+@pytest.mark.parametrize(
+    ("args", "address", "runserver"),
+    [
+        ((), "127.0.0.1:8000", "127.0.0.1:8000"),
+        (("0.0.0.0:9000",), "0.0.0.0:9000", "0.0.0.0:9000"),
+        (("8001", "--noreload"), "8001", "8001 --noreload"),
+        (("--noreload",), "127.0.0.1:8000", "127.0.0.1:8000 --noreload"),
+    ],
+)
+def test_the_demo_script_seeds_with_the_address_it_serves_on(tmp_path, args, address, runserver):
+    """scripts/demo as it is, with its bootstrap and the venv's python standing in: the
+    address the seed prints is the one runserver is given."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    script = tmp_path / "scripts" / "demo"
+    script.write_text((ROOT / "scripts" / "demo").read_text())
+    (tmp_path / "scripts" / "bootstrap").write_text("#!/bin/sh\n")
+    (tmp_path / ".venv" / "bin" / "python").write_text('#!/bin/sh\necho "$@"\n')
+    for path in (script, tmp_path / "scripts" / "bootstrap", tmp_path / ".venv/bin/python"):
+        path.chmod(0o755)
+
+    done = subprocess.run([script, *args], capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    calls = done.stdout.splitlines()[1:]  # after "Migrating ..."
+    assert calls == [
+        "manage.py migrate --no-input -v 0",
+        f"manage.py demo_seed --address {address}",
+        f"manage.py runserver {runserver}",
+    ]
 
 
 def test_billing_page_asks_a_signed_out_visitor_to_log_in(demo):
