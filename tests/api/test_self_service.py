@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from billing_app.conf import customer_is_user
 from billing_app.customers import services as customers
 from billing_app.metering.services import usage_record
-from billing_app.models import Problem, Subscription
+from billing_app.models import Problem, Subscription, UsageEvent
 from billing_app.stripe.sync import subscription_sync
 from billing_app.subscriptions import services as subscriptions
 
@@ -111,6 +111,7 @@ def test_a_token_of_a_deactivated_customer_is_refused(pro, customer):
     subscriptions.subscription_set(customer=customer, plan_key="pro")
     client = as_customer(customer)
     assert client.get("/billing/subscription").status_code == 200
+    assert client.post("/demo/seo/", {}, format="json").status_code == 200
 
     customer.is_active = False
     customer.save()
@@ -118,6 +119,8 @@ def test_a_token_of_a_deactivated_customer_is_refused(pro, customer):
     response = client.get("/billing/subscription")
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
+    assert client.post("/demo/seo/", {}, format="json").status_code == 401
+    assert UsageEvent.objects.count() == 1
 
 
 def test_a_token_naming_a_deactivated_grantee_is_refused(pro, customer):
@@ -129,6 +132,7 @@ def test_a_token_naming_a_deactivated_grantee_is_refused(pro, customer):
     key = customers.tenant_token_issue(customer=customer, grantee=grantee)[1]
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     assert client.get("/billing/subscription").status_code == 200
+    assert client.post("/demo/seo/", {}, format="json").status_code == 200
 
     grantee.is_active = False
     grantee.save()
@@ -137,6 +141,9 @@ def test_a_token_naming_a_deactivated_grantee_is_refused(pro, customer):
         assert client.get(path).status_code == 401
     assert client.post("/billing/cancel", {}, format="json").status_code == 401
     assert Subscription.objects.get(customer=customer).cancel_at_period_end is False
+    # Nor through the middleware, on a plain metered view: refused, and not counted.
+    assert client.post("/demo/seo/", {}, format="json").status_code == 401
+    assert UsageEvent.objects.count() == 1
 
 
 def test_signed_in_user_acts_for_its_customer(client, pro, customer):
