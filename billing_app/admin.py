@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from .catalog import services as catalog
 from .customers import services as customers
@@ -59,6 +60,12 @@ from .outbox.services import messages_retry
 from .stripe import calls as stripe_calls
 from .stripe import sync as stripe_sync
 from .subscriptions import services as subscriptions
+
+# djangorestframework-api-key registers its own "API keys" page (importing its admin, as
+# this module does, registers it). Those keys are not operator keys nor tenant tokens: the
+# API refuses them, so the page would only mislead. A host may register it again.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
 
 
 def _when(value: Any) -> str:

@@ -890,6 +890,19 @@ def test_the_index_shows_billing_first_in_groups(admin, world):
     assert sorted(listed) == sorted(registered)  # every model once, the host's too
 
 
+def test_the_index_has_no_api_keys_of_djangorestframework_api_key(admin, world):
+    """Its "API keys" page issues keys the API refuses: only the billing keys are shown."""
+    from rest_framework_api_key.models import APIKey
+
+    response = admin.get(reverse("admin:index"))
+
+    assert not django_admin.site.is_registered(APIKey)
+    listed = {m["model"] for app in response.context["app_list"] for m in app["models"]}
+    assert APIKey not in listed
+    assert "/admin/rest_framework_api_key/" not in response.content.decode()
+    assert admin.get("/admin/rest_framework_api_key/apikey/add/").status_code == 404
+
+
 def test_the_hosts_apps_keep_their_pages(admin, world):
     response = admin.get(reverse("admin:app_list", args=["auth"]))
     assert response.status_code == 200

@@ -396,6 +396,34 @@ def test_inactive_subscriptions_get_the_fallback_plan_quotas(settings, customer,
     assert events_of(customer) == 1
 
 
+def test_after_a_cancel_both_usage_endpoints_answer_the_fallback_quotas(
+    settings, api, customer, client
+):
+    """One answer: the quotas enforcement applies after a cancel (the fallback plan's) are
+    the ones GET /v1/users/<id>/billing/usage and GET /billing/usage show."""
+    catalog.plan_upsert(key="free", name="Free", quotas={"seo": 2, "aeo": 5})
+    settings.BILLING_FALLBACK_PLAN = "free"
+    subscribe(customer, quotas={"seo": 100, "llm.tokens": 1000})
+    assert post(client).status_code == 200
+
+    cancel = post_json(client, "/billing/cancel", {"when": "now"})
+    assert cancel.status_code == 200, cancel.content
+
+    operator = api.get(f"/v1/users/{customer_id_json(customer.pk)}/billing/usage").json()
+    own = client.get("/billing/usage").json()
+    assert operator["plan"] == "free"
+    assert operator["quotas"] == {"seo": 2, "aeo": 5}
+    assert {k: v for k, v in own["usage"].items() if k.endswith("Limit")} == {
+        "seoLimit": 2,
+        "aeoLimit": 5,
+    }
+    # Enforcement agrees: what the endpoints say is left is what the view admits.
+    left = operator["quotas"]["seo"] - operator["usage"].get("seo", 0)
+    assert own["usage"]["seo"] == operator["usage"].get("seo", 0)
+    statuses = [post(client).status_code for _ in range(left + 1)]
+    assert statuses == [200] * left + [429]
+
+
 # A failed call costs nothing
 
 

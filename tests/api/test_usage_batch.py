@@ -3,6 +3,7 @@ fails alone, with errors that say what is wrong with it; the good ones land toge
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -378,3 +379,14 @@ def test_concurrent_batches_raising_the_same_counters_in_other_orders_do_not_dea
             )
         )
         assert used == {c.pk: 24 + (c == gate) for c in customers}
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_event_field_and_changes_nothing(api, customer):
+    good = json.dumps(event(customer))
+    body = '{"events": [' + good + ", " + good[:-1] + ', "timestamp": "\\ud800"}]}'
+
+    response = api.post(URL, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"events.1.timestamp"}, response.json()
+    assert not UsageEvent.objects.exists()
