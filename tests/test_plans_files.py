@@ -387,10 +387,21 @@ def test_a_plan_customers_are_on_is_not_retired_unless_pruning(write, customer):
     assert "billing.plans.free: 1 live subscription(s) are on plan 'free'" in err
     assert "nothing applied" in err
     assert plan_state() == before  # not even the unused plan was retired
+    assert "pass --prune to retire it" in err
 
-    status, _, err = plans("apply", write(only_pro), "--prune")
+    # A dry run shows what the file would change beside why it cannot.
+    status, out, err = plans("apply", write(only_pro), "--dry-run")
+    assert status == 2
+    assert (
+        "- plan free: not in the file, retired (active: false) [1 live subscription(s) on "
+        "it: needs --prune]" in out
+    )
+    assert "- plan unused: not in the file, retired (active: false)" in out
+
+    status, out, err = plans("apply", write(only_pro), "--prune")
 
     assert status == 0, err
+    assert "[1 live subscription(s) on it: their customers keep it]" in out
     assert dict(Plan.objects.values_list("key", "active")) == {
         "free": False,
         "pro": True,

@@ -783,13 +783,15 @@ class Change:
     def needs_prune(self) -> bool:
         return self.customers > 0
 
-    def lines(self) -> list[str]:
+    def lines(self, *, prune: bool = False) -> list[str]:
         mark = {"create": "+", "update": "~", "retire": "-"}[self.action]
         head = f"{mark} {self.kind} {self.key}"
         if self.action == "retire" and not self.fields:
             head += ": not in the file, retired (active: false)"
         if self.customers:
-            head += f" [{self.customers} live subscription(s) on it: needs --prune]"
+            head += f" [{self.customers} live subscription(s) on it: " + (
+                "their customers keep it]" if prune else "needs --prune]"
+            )
         return [head] + [
             f"    {name}: {_show(before)} -> {_show(after)}"
             if self.action != "create"
@@ -869,7 +871,7 @@ def catalog_apply(desired: Catalog, *, prune: bool = False, dry_run: bool = Fals
         refused = {
             path_of("billing", "plans", change.key): [
                 f"{change.customers} live subscription(s) are on plan {change.key!r}: pass "
-                "prune to retire it."
+                "--prune to retire it (its customers keep it), or name it in the file."
             ]
             for change in changes
             if change.needs_prune and not prune

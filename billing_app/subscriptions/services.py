@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from ..conf import billing_settings, customer_id_json
 from ..customers.selectors import is_active
+from ..catalog.services import MAX_TRIAL_DAYS
 from ..customers.services import kit_assign
 from ..entitlements import entitlements_changed
 from ..exceptions import Conflict, InvalidInput, NotFound
@@ -478,6 +479,8 @@ def trial_start(
         trial_end = at + timedelta(days=plan.trial_days)
     elif trial_end <= at:
         raise invalid("trial_end", "The trial must end in the future.")
+    elif trial_end > at + timedelta(days=MAX_TRIAL_DAYS):
+        raise invalid("trial_end", f"A trial lasts at most {MAX_TRIAL_DAYS} days.")
     current = _locked_subscription(customer)
     if current is not None and current.stripe_subscription_id and not current.ended:
         raise Conflict("Stripe drives this customer's subscription: trials start at Checkout.")

@@ -70,6 +70,7 @@ class Command(BaseCommand):
             text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"Cannot read {file}: {error}", returncode=INVALID) from None
+        desired = None
         try:
             desired = catalog_read(catalog_parse(text, syntax=syntax))
             if check:
@@ -77,13 +78,18 @@ class Command(BaseCommand):
             else:
                 changes = catalog_apply(desired, prune=prune, dry_run=dry_run)
         except InvalidInput as error:
+            if dry_run and desired is not None:
+                # What the file would change, beside why it cannot be applied as it is.
+                for change in catalog_diff(desired):
+                    for line in change.lines(prune=prune):
+                        self.stdout.write(line)
             for line in catalog_file_errors(error):
                 self.stderr.write(line)
             raise CommandError(
                 f"{file}: {len(error.fields)} problem(s); nothing applied.", returncode=INVALID
             ) from None
         for change in changes:
-            for line in change.lines():
+            for line in change.lines(prune=prune):
                 self.stdout.write(line)
         if check and changes:
             raise CommandError(
