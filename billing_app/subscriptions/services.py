@@ -21,9 +21,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from ..conf import billing_settings, customer_id_json
-from ..customers.selectors import is_active
 from ..catalog.services import MAX_TRIAL_DAYS
+from ..conf import billing_settings, customer_id_json, customer_model
+from ..customers.selectors import is_active
 from ..customers.services import kit_assign
 from ..entitlements import entitlements_changed
 from ..exceptions import Conflict, InvalidInput, NotFound
@@ -172,7 +172,7 @@ def _locked_subscription(customer: Any) -> Subscription | None:
     """The customer's subscription, locked until the transaction ends. The customer's row
     is locked first: a first subscription has no row to lock yet, and two writers would
     both create it."""
-    customers = type(customer)._default_manager.select_for_update()
+    customers = customer_model()._default_manager.select_for_update()
     customers.filter(pk=customer.pk).values_list("pk", flat=True).first()
     return Subscription.objects.select_for_update().filter(customer=customer).first()
 
