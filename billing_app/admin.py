@@ -12,13 +12,20 @@ from django.contrib.admin import helpers, widgets
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from .catalog import services as catalog
 from .conf import customer_model
@@ -62,6 +69,12 @@ from .stripe import calls as stripe_calls
 from .stripe import sync as stripe_sync
 from .subscriptions import services as subscriptions
 
+# djangorestframework-api-key registers its own "API keys" page (importing its admin, as
+# this module does, registers it). Those keys are not operator keys nor tenant tokens: the
+# API refuses them, so the page would only mislead. A host may register it again.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
 
 def _when(value: Any) -> str:
     return date_format(timezone.localtime(value), "DATETIME_FORMAT") if value else "-"
@@ -80,7 +93,26 @@ def _rows(formsets: list[Any], model: type) -> list[dict[str, Any]]:
     return rows
 
 
-class _ServiceSaveAdmin(admin.ModelAdmin):
+# The date hierarchy's parameters, and the largest each can be.
+_DATE_PARTS = {"year": 9999, "month": 12, "day": 31}
+
+
+class _BillingAdmin(admin.ModelAdmin):
+    """What every admin of the app shares: a query string with a NUL character is refused
+    (PostgreSQL cannot compare text with one; Django's filters and search pass it on), and
+    so is a date part no date can have (year 9999999999 overflows)."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        for key, values in request.GET.lists():
+            if "\x00" in "".join([key, *values]):
+                return HttpResponseBadRequest("A query parameter holds a NUL character.")
+            most = _DATE_PARTS.get(key.rsplit("__", 1)[-1])
+            if most and not all(v.isdigit() and 1 <= int(v) <= most for v in values):
+                return HttpResponseBadRequest(f"{key} is not a date part.")
+        return super().changelist_view(request, extra_context)
+
+
+class _ServiceSaveAdmin(_BillingAdmin):
     """The object and its inlines are written together by a service, in ``save_related``
     (after Django has validated the whole page), never by the forms themselves."""
 
@@ -245,8 +277,7 @@ class PlanAdmin(_ServiceSaveAdmin):
 
 class PeriodInline(admin.TabularInline):
     model = BillingPeriod
-    fields = ["start", "end", "plan", "source", "end_reason", "recorded"]
-    readonly_fields = fields
+    fields = readonly_fields = ("start", "end", "plan", "source", "end_reason", "recorded")
     extra = 0
     can_delete = False
     ordering = ["-start"]
@@ -261,8 +292,7 @@ class PeriodInline(admin.TabularInline):
 
 class SeatInline(admin.TabularInline):
     model = Seat
-    fields = ["grantee", "assigned_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("grantee", "assigned_at")
     extra = 0
     can_delete = False
 
@@ -271,7 +301,7 @@ class SeatInline(admin.TabularInline):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(_BillingAdmin):
     list_display = ["customer", "plan", "status", "seats", "cancel_at_period_end", "updated_at"]
     list_filter = ["status", "plan"]
     list_select_related = ["customer", "plan"]
@@ -568,7 +598,7 @@ def _percent(used: int, limit: int | None) -> int:
 
 
 @admin.register(KitAssignment)
-class KitAssignmentAdmin(admin.ModelAdmin):
+class KitAssignmentAdmin(_BillingAdmin):
     list_display = ["customer", "kit", "assigned_at"]
     list_filter = ["kit"]
     raw_id_fields = ["customer"]
@@ -585,7 +615,7 @@ class KitAssignmentAdmin(admin.ModelAdmin):
             customers.kit_assign(customer=assignment.customer, kit=None)
 
 
-class _KeyAdmin(APIKeyModelAdmin):
+class _KeyAdmin(_BillingAdmin, APIKeyModelAdmin):
     """Keys are created by a service and shown once in a message; revoking is an action."""
 
     actions = ["revoke"]
@@ -593,7 +623,9 @@ class _KeyAdmin(APIKeyModelAdmin):
     def create(self, request: HttpRequest, obj: Any) -> tuple[Any, str]:
         raise NotImplementedError
 
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False
+    ) -> None:
         if change:
             obj.save()
             return
@@ -623,7 +655,7 @@ class OperatorKeyAdmin(_KeyAdmin):
 
 @admin.register(TenantToken)
 class TenantTokenAdmin(_KeyAdmin):
-    list_display = ["prefix", "name", "customer", "grantee", "created", "revoked"]
+    list_display = ("prefix", "name", "customer", "grantee", "created", "revoked")
     raw_id_fields = ["customer", "grantee"]
 
     def create(self, request: HttpRequest, obj: TenantToken) -> tuple[Any, str]:
@@ -632,7 +664,7 @@ class TenantTokenAdmin(_KeyAdmin):
         )
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class _ReadOnlyAdmin(_BillingAdmin):
     """Written by the app only: the admin shows these, never edits them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -949,7 +981,7 @@ class CreditGrantForm(forms.Form):
 
 
 @admin.register(CreditGrant)
-class CreditGrantAdmin(admin.ModelAdmin):
+class CreditGrantAdmin(_BillingAdmin):
     """Credits given to customers, never edited. Adding one is an operator's grant,
     through ``metering.credits.credits_grant``, recorded with who granted it and why."""
 
@@ -1028,7 +1060,7 @@ class CreditGrantAdmin(admin.ModelAdmin):
 
 
 @admin.register(CreditAutoTopUp)
-class CreditAutoTopUpAdmin(admin.ModelAdmin):
+class CreditAutoTopUpAdmin(_BillingAdmin):
     """Customers' auto top-ups, set and removed through ``credits_auto_top_up_set``: buy
     the pack when a call leaves fewer than ``below`` credits, at most ``monthly_cap`` times
     a calendar month."""

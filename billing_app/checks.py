@@ -145,7 +145,10 @@ def _metered_paths_errors() -> list[Error]:
                 if primitive is not None:
                     check_primitive("BILLING_METERED_PATHS", primitive)
             except Exception:
-                problem = f"{prefix!r}: {primitive!r} is not a path prefix and a primitive."
+                problem = (
+                    f"{prefix!r}: {primitive!r} is not a path prefix (starting with '/') and "
+                    "a primitive."
+                )
                 break
     else:
         problem = "it is neither a dict nor a dotted path."

@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from .conf import billing_settings
+from .conf import billing_settings, customer_model
 from .exceptions import BillingImproperlyConfigured
 from .models import (
     ENDED_STATUSES,
@@ -41,6 +41,7 @@ from .models import (
     SubscriptionStatus,
 )
 from .periods import Window, window_for
+from .validation import MAX_BIGINT
 
 logger = logging.getLogger(__name__)
 
@@ -289,11 +290,9 @@ def _credits_granted(customer_id: Any) -> dict[str, Any]:
 
 def _quota(quota: PlanQuota, seats: int) -> Quota:
     billed = quota.overage == "bill"
-    return Quota(
-        quota.limit * seats if quota.per_seat else quota.limit,
-        billed,
-        quota.overage_unit_price if billed else None,
-    )
+    # A per-seat limit times the seats stops at what the counters hold (2^63 - 1).
+    limit = min(quota.limit * seats, MAX_BIGINT) if quota.per_seat else quota.limit
+    return Quota(limit, billed, quota.overage_unit_price if billed else None)
 
 
 def _fallback_plan() -> Plan | None:
@@ -411,7 +410,7 @@ def entitlements_changed(*, customer_ids: Iterable[Any]) -> None:
     if not ids:
         return
     table = EntitlementVersion._meta.db_table
-    prep = EntitlementVersion._meta.pk.target_field.get_db_prep_value  # type: ignore[union-attr]
+    prep = customer_model()._meta.pk.get_db_prep_value  # the key column is the customer's
     rows = ", ".join(["(%s, 1)"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute(

@@ -9,10 +9,10 @@ from .api.authentication import bearer_authenticate
 from .api.errors import json_response
 from .exceptions import BillingError
 from .metering.calls import (
-    UNMETERED_METHODS,
     MeteredCall,
     call_start,
     headers_add,
+    method_is_metered,
     path_call_start,
     path_primitive,
     succeeded,
@@ -57,7 +57,7 @@ class QuotaMiddleware:
             return None
         if metered is not None:
             request.billing_metered = True  # type: ignore[attr-defined]
-        if request.method in UNMETERED_METHODS:
+        if not method_is_metered(_view_class(view), request.method):
             return None
         calls: list[MeteredCall] = []
         try:
@@ -82,9 +82,15 @@ class QuotaMiddleware:
             call.finish(succeeded=False, raised=True)
 
 
+def _view_class(view: Any) -> Any:
+    """The class of a class-based view (DRF's viewsets keep it as ``cls``); None for a
+    function view."""
+    return getattr(view, "cls", None) or getattr(view, "view_class", None)
+
+
 def _unmetered(view: Any) -> bool:
     """``@unmetered`` on a function view, or on the class of a class-based one."""
-    owner = getattr(view, "cls", None) or getattr(view, "view_class", None)
+    owner = _view_class(view)
     return bool(
         getattr(view, "billing_unmetered", False) or getattr(owner, "billing_unmetered", False)
     )

@@ -61,12 +61,14 @@ CHECKOUT_NOTICES = {
 @dataclass(frozen=True)
 class Meter:
     """One metered primitive as the page shows it: what the current window used, of what
-    limit (None: unlimited), and whether use past the limit is billed instead of refused."""
+    limit (None: unlimited), and whether use past the limit is billed instead of refused.
+    A gauge's ``used`` is its level now, which no window resets."""
 
     primitive: str
     used: int
     limit: int | None
     billed: bool = False
+    gauge: bool = False
 
     @property
     def left(self) -> int | None:
@@ -117,6 +119,14 @@ def meters_of(rollup: UsageRollup) -> list[Meter]:
             billed=bool(primitive in quotas and quotas[primitive].billed),
         )
         for primitive in rollup.primitives()
+    ] + [
+        Meter(
+            primitive=primitive,
+            used=rollup.levels.get(primitive, 0),
+            limit=rollup.level_limits.get(primitive),
+            gauge=True,
+        )
+        for primitive in rollup.gauges()
     ]
 
 

@@ -56,3 +56,24 @@ def metered_calls(database_name: str, token: str, stop: Any, stop_at: float, res
         limit = int(policy.split(";q=")[1].split(";")[0]) if ";q=" in policy else None
         calls.append((started, finished, response.status_code, limit))
     results.put((os.getpid(), calls))
+
+
+def rate_calls(database_name: str, token: str, go: Any, seconds: float, results: Any) -> None:
+    """Once set up (and the entitlement read once, through ``/billing/usage``), put
+    ``("ready", pid)`` on ``results``; when ``go`` is set, call the demo's metered view for
+    ``seconds``, then put ``(pid, calls)``: one ``(started, finished, status, error)`` each."""
+    setup(database_name)
+    from django.test import Client
+
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    assert client.get("/billing/usage").status_code == 200
+    results.put(("ready", os.getpid()))
+    go.wait(timeout=120)
+    stop_at = time.time() + seconds
+    calls = []
+    while time.time() < stop_at and len(calls) < 50_000:
+        started = time.time()
+        response = client.post("/demo/seo/")
+        error = response.json().get("error") if response.status_code != 200 else None
+        calls.append((started, time.time(), response.status_code, error))
+    results.put((os.getpid(), calls))

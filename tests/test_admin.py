@@ -211,6 +211,18 @@ def test_changelist_renders(admin, world, model):
     assert response.context["cl"].result_count == MODELS[model].objects.count() > 0
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["status=%00", "q=%00", "primitive=a%00b", "%00=1", "start__year=9999999999", "x__month=13"],
+)
+@pytest.mark.parametrize("model", EDITABLE + READ_ONLY + ADD_ONLY)
+def test_a_query_no_database_can_take_is_a_400(admin, world, model, query):
+    """PostgreSQL refuses a NUL in a text parameter, and a year of 10 digits overflows a
+    date; Django's filters pass them on as sent."""
+    response = admin.get(url(model, "changelist") + "?" + query)
+    assert response.status_code == 400
+
+
 @pytest.mark.parametrize("model", EDITABLE + READ_ONLY + ADD_ONLY)
 def test_change_page_renders(admin, world, model):
     response = admin.get(url(model, "change", world[model].pk))
@@ -917,6 +929,19 @@ def test_the_index_shows_billing_first_in_groups(admin, world):
     listed = [m["object_name"] for app in groups.values() for m in app["models"]]
     registered = [m.__name__ for m in django_admin.site._registry]
     assert sorted(listed) == sorted(registered)  # every model once, the host's too
+
+
+def test_the_index_has_no_api_keys_of_djangorestframework_api_key(admin, world):
+    """Its "API keys" page issues keys the API refuses: only the billing keys are shown."""
+    from rest_framework_api_key.models import APIKey
+
+    response = admin.get(reverse("admin:index"))
+
+    assert not django_admin.site.is_registered(APIKey)
+    listed = {m["model"] for app in response.context["app_list"] for m in app["models"]}
+    assert APIKey not in listed
+    assert "/admin/rest_framework_api_key/" not in response.content.decode()
+    assert admin.get("/admin/rest_framework_api_key/apikey/add/").status_code == 404
 
 
 def test_the_hosts_apps_keep_their_pages(admin, world):

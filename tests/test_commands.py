@@ -5,6 +5,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from billing_app.models import OperatorKey
 
@@ -58,3 +59,18 @@ def test_sync_subscriptions_of_an_unknown_customer_is_a_command_error(option, cu
     # Refused before Stripe is asked anything: no stand-in is running here.
     with pytest.raises(CommandError, match="No customer"):
         call_command("billing_sync_subscriptions", option, customer_id, stdout=StringIO())
+
+
+def test_retention_says_what_it_did_on_each_database():
+    err = StringIO()
+    call_command("billing_partitions", "--retain-months", "13", stderr=err, stdout=StringIO())
+    if connection.vendor == "postgresql":
+        assert "removed" in err.getvalue()
+    else:
+        assert err.getvalue() == "Nothing to do: usage events are partitioned on PostgreSQL only.\n"
+
+
+@pytest.mark.parametrize(("name", "first"), [("plans.yaml", "billing:"), ("plans.json", "{")])
+def test_export_writes_the_format_of_its_files_extension(tmp_path, name, first):
+    call_command("billing_plans", "export", "-o", str(tmp_path / name))
+    assert (tmp_path / name).read_text().startswith(first)

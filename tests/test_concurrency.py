@@ -7,7 +7,14 @@ from django.test import Client
 
 from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
-from billing_app.models import GaugeEvent, GaugeLevel, RateCounter, UsageCounter, UsageEvent
+from billing_app.models import (
+    GaugeEvent,
+    GaugeLevel,
+    RateCounter,
+    Subscription,
+    UsageCounter,
+    UsageEvent,
+)
 from billing_app.subscriptions import services as subscriptions
 
 from .factories import CustomerFactory
@@ -197,3 +204,24 @@ def test_a_key_sent_concurrently_changes_the_gauge_once():
         assert {r.json()["level"] for r in responses} == {10}
         assert GaugeEvent.objects.filter(customer_id=customer.pk).count() == 1
         assert GaugeLevel.objects.get(customer_id=customer.pk).level == 10
+
+
+@pytest.mark.parametrize("how", ["put", "trial"])
+def test_a_first_subscription_made_concurrently_is_made_once(operator_key, how):
+    """Nothing to lock yet (the subscription does not exist): the customer row is locked."""
+    catalog.plan_upsert(key="t", name="T", trial_days=7)
+    for _ in range(ROUNDS):
+        customer = CustomerFactory()
+        url = f"/v1/users/{customer.pk}/billing/subscription"
+
+        def call(i):
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {operator_key}")
+            if how == "put":
+                return client.put(url, {"planKey": "t"}, content_type="application/json")
+            return client.post(f"{url}/trial", {"planKey": "t"}, content_type="application/json")
+
+        statuses = sorted(r.status_code for r in in_parallel(call, 10))
+
+        assert statuses == ([200] * 10 if how == "put" else [200] + [409] * 9)
+        status = Subscription.objects.get(customer_id=customer.pk).status
+        assert status == ("active" if how == "put" else "trialing")

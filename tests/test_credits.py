@@ -215,6 +215,53 @@ def test_a_bad_grant_names_its_field_and_changes_nothing(customer, fields, field
     assert not CreditGrant.objects.exists()
 
 
+MAX = 2**63 - 1
+
+
+def test_grants_stop_where_the_balance_column_does(credit_plan, customer):
+    """Each grant is below 2^63, their sum may not be: the grant past it is refused (the
+    balance and what is granted would not fit their columns), the ones before it stand."""
+    on_credits(customer)
+    credits_grant(customer_id=customer.pk, amount=MAX - 5, source="manual", reason="a lot")
+
+    with pytest.raises(InvalidInput) as refused:
+        credits_grant(customer_id=customer.pk, amount=6, source="promotion")
+
+    assert "amount" in refused.value.fields
+    credits_grant(customer_id=customer.pk, amount=5, source="promotion")
+    assert balance_of(customer_id=customer.pk) == MAX
+    assert CreditGrant.objects.count() == 2
+
+
+def test_the_plans_credits_of_a_period_fill_what_the_balance_can_still_hold(customer):
+    plan_upsert(key="huge", name="Huge", credit_costs={"seo": 1}, credits={"per_period": MAX - 1})
+    credits_grant(customer_id=customer.pk, amount=10, source="manual", reason="before")
+
+    subscription_set(customer=customer, plan_key="huge")
+    credits_refresh(customer_id=customer.pk)
+
+    assert balance_of(customer_id=customer.pk) == MAX
+    assert CreditGrant.objects.get(source="plan").amount == MAX - 10
+
+
+def test_a_call_costing_more_than_any_balance_is_refused_for_want_of_credits(customer, api):
+    plan_upsert(key="dear", name="Dear", credit_costs={"seo": 2**62})
+    subscription_set(customer=customer, plan_key="dear")
+    credits_grant(customer_id=customer.pk, amount=MAX, source="manual", reason="all of it")
+
+    with pytest.raises(InsufficientCredits) as refused:
+        reserve(customer, quantity=2)
+    response = api.post(
+        f"/v1/users/{customer.pk}/billing/usage", {"primitive": "seo", "quantity": 3}, "json"
+    )
+
+    assert (refused.value.balance, refused.value.cost) == (MAX, 2**63)
+    assert response.status_code == 402
+    assert response.json()["credits"] == {"balance": MAX, "cost": 3 * 2**62}
+    assert balance_of(customer_id=customer.pk) == MAX
+    assert not CreditEntry.objects.filter(kind="draw").exists()
+
+
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("rate", [None, 1000])

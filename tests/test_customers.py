@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from billing_app.conf import customer_is_user, customer_model
@@ -11,10 +12,12 @@ from billing_app.customers import selectors as customers_selectors
 from billing_app.customers import services as customers
 from billing_app.entitlements import version_of
 from billing_app.exceptions import InvalidInput, NotFound
-from billing_app.models import KitAssignment, OperatorKey, TenantToken
+from billing_app.models import KitAssignment, OperatorKey, TenantToken, UsageEvent
+from billing_app.subscriptions import services as subscriptions
+from billing_app.testutils import subscribe
 
-from .factories import AccountKitFactory, CustomerFactory
-from .utils import customers_count, error_fields
+from .factories import AccountKitFactory, CustomerFactory, UserFactory
+from .utils import bearer, customers_count, error_fields, post_json
 
 pytestmark = pytest.mark.django_db
 
@@ -232,3 +235,74 @@ def test_kit_assign_raises_the_entitlement_version_of_that_customer_only(custome
     customers.kit_assign(customer=customer, kit=None)
     assert version_of(customer.pk) == before + 2
     assert version_of(other.pk) == other_before
+
+
+# From a request to its customer (BILLING_CUSTOMER_RESOLVER)
+
+
+def workspace_resolver(request):
+    """A host's resolver: an authenticated request is billed to the customer named in
+    ``X-Workspace``, whoever authenticated it; else to nobody."""
+    user = getattr(request, "user", None)
+    named = request.headers.get("X-Workspace")
+    if user is None or not user.is_authenticated or not named:
+        return None
+    return customers_selectors.customer_get(customer_id=named)
+
+
+def test_a_custom_resolver_decides_the_customer_everywhere(customer, customer_token, settings):
+    """The middleware (@metered), DRF metering (MeteredMixin) and the self-service API all
+    bill whom the host's resolver says: here another customer than the token's."""
+    settings.BILLING_CUSTOMER_RESOLVER = "tests.test_customers.workspace_resolver"
+    workspace = CustomerFactory()
+    subscribe(workspace, quotas={"seo": 100}, plan_key="team")
+    named = bearer(customer_token, **{"X-Workspace": str(workspace.pk)})
+
+    assert post_json(named, "/demo/seo/").status_code == 200  # the middleware
+    assert post_json(named, "/test/reports/").status_code == 200  # DRF metering
+    own = named.get("/billing/subscription")  # the self-service API
+    assert own.status_code == 200 and own.json()["plan"] == "team"
+    assert named.get("/billing/usage").json()["usage"]["seo"] == 2
+
+    assert UsageEvent.objects.filter(customer_id=workspace.pk).count() == 2
+    assert not UsageEvent.objects.filter(customer_id=customer.pk).exists()
+    # Naming none, the resolver finds none: the token's own customer is not the default.
+    anyone = bearer(customer_token)
+    assert post_json(anyone, "/demo/seo/").status_code == 401
+    assert post_json(anyone, "/test/reports/").status_code == 401
+    assert anyone.get("/billing/subscription").status_code == 401
+    assert UsageEvent.objects.count() == 2
+
+
+@pytest.mark.skipif(customer_is_user(), reason="customers are users: a user is its own")
+def test_a_user_holding_seats_of_several_customers_names_one(settings):
+    """The default resolver: a signed-in user with seats of two organisations must name
+    one in X-Billing-Customer, and may name only one it holds a seat of."""
+    first, second, unrelated = CustomerFactory(), CustomerFactory(), CustomerFactory()
+    for organisation, plan in ((first, "first"), (second, "second"), (unrelated, "third")):
+        subscribe(organisation, quotas={"seo": 100}, plan_key=plan)
+    member = UserFactory()
+    for organisation in (first, second):
+        subscriptions.seats_manage(
+            subscription_id=organisation.billing_subscription.pk,
+            operations=[{"type": "add", "grantee_id": member.pk}],
+        )
+    client = Client()
+    client.force_login(member)
+
+    unnamed = client.get("/billing/subscription")
+    assert unnamed.status_code == 401
+    assert "X-Billing-Customer" in unnamed.json()["detail"]
+    assert post_json(client, "/demo/seo/").status_code == 401
+
+    for organisation, plan in ((first, "first"), (second, "second")):
+        header = {"HTTP_X_BILLING_CUSTOMER": str(organisation.pk)}
+        assert client.get("/billing/subscription", **header).json()["plan"] == plan
+        assert post_json(client, "/demo/seo/", **header).status_code == 200
+    assert UsageEvent.objects.filter(customer_id=first.pk).count() == 1
+    assert UsageEvent.objects.filter(customer_id=second.pk).count() == 1
+
+    header = {"HTTP_X_BILLING_CUSTOMER": str(unrelated.pk)}
+    assert client.get("/billing/subscription", **header).status_code == 403
+    assert post_json(client, "/demo/seo/", **header).status_code == 403
+    assert UsageEvent.objects.count() == 2

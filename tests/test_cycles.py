@@ -752,7 +752,7 @@ def test_current_record_shows_live_usage(api, plan, customer, now):
     body = api.get(f"/v1/users/{customer.pk}/billing/usage/records/current").json()
 
     assert body["status"] == "current" and body["plan"] == "pro"
-    assert body["usage"]["seo"] == {"used": 12, "quota": 10, "overage": 2}
+    assert body["usage"]["seo"] == {"kind": "counter", "used": 12, "quota": 10, "overage": 2}
     assert body["closedAt"] is None and body["adjustments"] == []
 
 

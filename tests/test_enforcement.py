@@ -396,6 +396,34 @@ def test_inactive_subscriptions_get_the_fallback_plan_quotas(settings, customer,
     assert events_of(customer) == 1
 
 
+def test_after_a_cancel_both_usage_endpoints_answer_the_fallback_quotas(
+    settings, api, customer, client
+):
+    """One answer: the quotas enforcement applies after a cancel (the fallback plan's) are
+    the ones GET /v1/users/<id>/billing/usage and GET /billing/usage show."""
+    catalog.plan_upsert(key="free", name="Free", quotas={"seo": 2, "aeo": 5})
+    settings.BILLING_FALLBACK_PLAN = "free"
+    subscribe(customer, quotas={"seo": 100, "llm.tokens": 1000})
+    assert post(client).status_code == 200
+
+    cancel = post_json(client, "/billing/cancel", {"when": "now"})
+    assert cancel.status_code == 200, cancel.content
+
+    operator = api.get(f"/v1/users/{customer_id_json(customer.pk)}/billing/usage").json()
+    own = client.get("/billing/usage").json()
+    assert operator["plan"] == "free"
+    assert operator["quotas"] == {"seo": 2, "aeo": 5}
+    assert {k: v for k, v in own["usage"].items() if k.endswith("Limit")} == {
+        "seoLimit": 2,
+        "aeoLimit": 5,
+    }
+    # Enforcement agrees: what the endpoints say is left is what the view admits.
+    left = operator["quotas"]["seo"] - operator["usage"].get("seo", 0)
+    assert own["usage"]["seo"] == operator["usage"].get("seo", 0)
+    statuses = [post(client).status_code for _ in range(left + 1)]
+    assert statuses == [200] * left + [429]
+
+
 # A failed call costs nothing
 
 
@@ -512,18 +540,39 @@ def test_under_atomic_requests_a_failed_call_costs_nothing(
     assert events_of(customer) == 1
 
 
-# OPTIONS and HEAD do no work of their own: they are not metered.
+# A HEAD runs the GET handler, and a function view runs its body for an OPTIONS: both are
+# metered. Only an OPTIONS that DRF (or Django) answers itself, running no handler, is not.
 
 
-@pytest.mark.parametrize("method", ["options", "head"])
-@pytest.mark.parametrize("path", ["/test/seo-pages/", "/test/pages/"], ids=["metered", "drf"])
-def test_options_and_head_are_not_metered(rate_minute, customer, customer_token, method, path):
+def _nothing_left(customer) -> None:
     catalog.account_kit_upsert(key="slow", name="Slow", primitives={"seo": 1})
     catalog.plan_upsert(key="none-left", name="None left", account_kit_id="slow", quotas={"seo": 0})
     subscriptions.subscription_set(customer=customer, plan_key="none-left")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("head", "/test/seo-pages/"), ("options", "/test/seo-pages/"), ("head", "/test/pages/")],
+    ids=["head-metered", "options-metered", "head-drf"],
+)
+def test_a_method_that_runs_the_view_is_metered(
+    rate_minute, customer, customer_token, method, path
+):
+    _nothing_left(customer)
+
+    refused = getattr(bearer(customer_token), method)(path)
+    anonymous = getattr(Client(), method)(path)
+
+    assert refused.status_code == 429
+    assert anonymous.status_code == 401
+    assert not UsageEvent.objects.exists()
+
+
+def test_an_options_drf_answers_itself_is_not_metered(rate_minute, customer, customer_token):
+    _nothing_left(customer)
     client = bearer(customer_token)
 
-    responses = [getattr(client, method)(path) for _ in range(3)]
+    responses = [client.options("/test/pages/") for _ in range(3)]
 
     # Neither refused (the quota is 0) nor counted: not even a per-minute rate slot.
     assert [r.status_code for r in responses] == [200] * 3
@@ -532,7 +581,7 @@ def test_options_and_head_are_not_metered(rate_minute, customer, customer_token,
     assert not UsageCounter.objects.exists()
     assert not RateCounter.objects.exists()
     # The same view is metered for other methods.
-    assert_refused(post(client, path), 429, "rate_limited")
+    assert_refused(post(client, "/test/pages/"), 429, "rate_limited")
 
 
 # DRF: MeteredMixin

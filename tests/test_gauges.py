@@ -375,6 +375,25 @@ def test_usage_shows_gauges_as_enforced(api, customer, customer_client):
     assert billing.for_customer(customer).usage().levels == {"storage": 42}
 
 
+def test_check_answers_a_gauges_level_and_room(api, customer):
+    on_plan(customer, limit=100).add(90)
+    url = f"/v1/users/{customer.pk}/billing/check?primitive=storage"
+
+    fits = api.get(url + "&quantity=10").json()
+    too_much = api.get(url + "&quantity=11").json()
+
+    assert fits == {
+        "allowed": True,
+        "reason": None,
+        "limit": 100,
+        "used": 90,
+        "remaining": 10,
+        "resetsAt": None,
+    }
+    assert (too_much["allowed"], too_much["reason"]) == (False, "rate_limited")
+    assert GaugeEvent.objects.count() == 1  # checking changed nothing
+
+
 def test_the_admin_subscription_page_shows_the_gauge(admin_client, customer):
     on_plan(customer, limit=100).add(42)
     subscription = customer.billing_subscription
@@ -391,7 +410,7 @@ def test_the_admin_subscription_page_shows_the_gauge(admin_client, customer):
 # Billing a level over time: the worked example of docs/howto/gauges.md
 
 
-def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, clock):
+def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, clock, api):
     """April 2026 (30 days, 720 hours). Storage holds 2 GB on April 1, 10 GB from the
     11th, 16 GB from the 21st and 8 GB from the 26th; the plan includes 10 GB and bills
     2.3 cents per GB-month (0.0000000023 cents per byte-month) beyond. 5,760 GB-hours, an
@@ -415,6 +434,9 @@ def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, 
     current = record_current(customer=customer)
     assert current is not None
     assert current.usage["storage"]["average"] == 4_666_666_667  # (2x240 + 10x120) / 360
+    answer = api.get(f"/v1/users/{customer.pk}/billing/usage/records/current")
+    assert answer.status_code == 200
+    assert answer.json()["usage"]["storage"]["average"] == 4_666_666_667
     clock.set("2026-04-21 00:00")
     gauge.add(6 * GB)  # past the 10 GB included: billed, not refused
     clock.set("2026-04-26 00:00")
@@ -424,6 +446,18 @@ def test_a_period_record_holds_the_peak_and_the_time_weighted_average(customer, 
     (record,) = closer.records_close()
 
     assert record.usage["storage"] == {
+        "kind": "gauge",
+        "level": 8 * GB,
+        "peak": 16 * GB,
+        "average": 8 * GB,
+        "unitHours": "5760000000000",
+        "quota": 10 * GB,
+        "overage": 1 * GB,
+    }
+    answer = api.get(f"/v1/users/{customer.pk}/billing/usage/records")
+    assert answer.status_code == 200
+    (listed,) = [r for r in answer.json()["records"] if r["id"] == record.pk]
+    assert listed["usage"]["storage"] == {
         "kind": "gauge",
         "level": 8 * GB,
         "peak": 16 * GB,
@@ -463,3 +497,32 @@ def test_the_average_rounds_half_up_and_unit_hours_keep_fractions():
         3,
         1,
     )
+
+
+def test_a_per_seat_limit_past_what_a_counter_holds_stops_there(api, customer):
+    """2^62 per seat for 4 seats is past 2^63 - 1: the limit is 2^63 - 1, and a change
+    past it is refused, not a 500 (PostgreSQL's bigint, SQLite's integer)."""
+    most = 2**63 - 1
+    catalog.plan_upsert(
+        key="wide",
+        name="Wide",
+        quotas={"api.calls": 2**62},
+        gauges={"storage": 2**62},
+        per_seat=["api.calls", "storage"],
+    )
+    subscriptions.subscription_set(customer=customer, plan_key="wide", seats=4)
+    url = f"/v1/users/{customer.pk}/billing/gauges/storage"
+
+    assert api.post(url, {"op": "add", "amount": most - 10}, format="json").status_code == 201
+    refused = api.post(url, {"op": "add", "amount": 100}, format="json")
+    record = api.post(
+        f"/v1/users/{customer.pk}/billing/usage",
+        {"primitive": "api.calls", "quantity": 5},
+        format="json",
+    )
+
+    assert refused.status_code == 429
+    assert refused.json()["usage"] == {"current": most - 10, "limit": most}
+    assert record.status_code == 201
+    assert api.get(f"/v1/users/{customer.pk}/billing/gauges/storage").json()["limit"] == most
+    assert api.get(f"/v1/users/{customer.pk}/billing/usage/records/current").status_code == 200

@@ -213,7 +213,28 @@ def database_url(transactional_db):
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_readme_install_and_quickstart_work_literally(tmp_path, database_url):
+# The how-to's organisation is keyed by UUID; a host's may be keyed by a string.
+UUID_KEY = "    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)\n"
+STRING_KEY = (
+    "    id = models.CharField(primary_key=True, max_length=32, default=new_key, editable=False)\n"
+)
+ORGANISATIONS_KEYED = settings.SETTINGS_MODULE == "tests.settings_org"
+
+
+def keyed_by_a_string(block: Block) -> Block:
+    """The how-to's model with ``org_...`` string keys instead of UUIDs."""
+    if UUID_KEY not in block.text:
+        return block
+    text = block.text.replace(UUID_KEY, STRING_KEY).replace(
+        "class Organization(models.Model):",
+        'def new_key():\n    return f"org_{uuid.uuid4().hex[:28]}"\n\n\n'
+        "class Organization(models.Model):",
+    )
+    return Block(block.lang, text, block.heading)
+
+
+@pytest.mark.parametrize("key", ["uuid", "string"] if ORGANISATIONS_KEYED else ["integer"])
+def test_readme_install_and_quickstart_work_literally(tmp_path, database_url, key):
     organisations = settings.SETTINGS_MODULE == "tests.settings_org"
     install = section(README, "Install in your project")
     quickstart = section(README, "Quickstart: a metered view")
@@ -225,6 +246,9 @@ def test_readme_install_and_quickstart_work_literally(tmp_path, database_url):
         # session subscribes an organisation instead of a user.
         install = [b for b in install if not is_migrate(b)]
         install += section(ORGANISATIONS, "The model and two settings")
+        if key == "string":
+            install = [keyed_by_a_string(block) for block in install]
+            assert any(STRING_KEY in block.text for block in install)
         shell = section(ORGANISATIONS, "Seats, and quotas per seat")
         quota = 6
         assert "answer 200 six times, then 429" in ORGANISATIONS.read_text()

@@ -216,9 +216,16 @@ def test_the_apps_own_endpoints_are_never_counted(settings, customer, client):
 
 
 @pytest.mark.parametrize("method", ["options", "head"])
-def test_options_and_head_are_not_counted(customer, client, method):
+def test_options_and_head_to_a_function_view_are_counted(customer, client, method):
+    """A function view runs its body for any method."""
     subscribe(customer, quotas={"api.calls": 0})
-    assert getattr(client, method)("/test/api/plain/").status_code == 200
+    assert getattr(client, method)("/test/api/plain/").status_code == 429
+
+
+def test_an_options_drf_answers_itself_is_not_counted(customer, client):
+    subscribe(customer, quotas={"api.calls": 0})
+    assert client.options("/test/api/reports/").status_code == 200
+    assert client.head("/test/api/reports/").status_code == 429
     assert not UsageCounter.objects.exists()
 
 

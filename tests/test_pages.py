@@ -170,6 +170,39 @@ def test_bars_are_the_numbers_enforcement_uses(me, on_free):
     assert page.count("Quota used up: calls are refused until it resets.") == 1
 
 
+def test_gauges_show_their_level_and_limit_not_reset_by_a_window(me, on_free):
+    """A gauge is a level (storage in use), not usage in a window: its bar is the level
+    against the plan's limit, labelled as a level, with no reset date."""
+    from billing_app.catalog import services as catalog
+    from billing_app.client import billing
+
+    kit = {"seo": None, "aeo": None, "email.send": None, "storage": None, "seats.used": None}
+    catalog.account_kit_upsert(key="kit_free", name="Free kit", primitives=kit)
+    catalog.plan_upsert(key="free", name="Free", gauges={"storage": 100, "seats.used": 3})
+    gauges = billing.for_customer(on_free)
+    gauges.gauge("storage").add(42)
+    gauges.gauge("seats.used").set(3)
+    use(on_free, 4, timezone.now())
+    rollup = usage_rollup(customer_id=on_free.pk)
+
+    response = me.get(PAGE)
+
+    assert bars(response) == {
+        "aeo": (0, 5),
+        "seo": (4, 10),
+        "seats.used": (rollup.levels["seats.used"], rollup.level_limits["seats.used"]),
+        "storage": (rollup.levels["storage"], rollup.level_limits["storage"]),
+    }
+    assert bars(response)["storage"] == (42, 100)
+    page = text(response)
+    assert "storage Level 42 of 100, 58 free" in page
+    assert "seats.used Level 3 of 3, 0 free" in page
+    assert page.count("Resets ") == 3  # the counters' (email.send has no quota), not the gauges'
+    assert page.count("A level: it is not reset by a window.") == 2
+    assert page.count("At the limit: increases are refused until the level goes down.") == 1
+    assert 'billing-meter billing-meter--gauge billing-meter--full"' in response.content.decode()
+
+
 def test_a_full_bar_is_what_the_metered_view_refuses_at(me, on_free):
     """Used up through the demo's metered view: the page shows the bar full exactly when
     the view starts refusing."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from decimal import Decimal
 
 import pytest
 import yaml
@@ -216,9 +217,13 @@ def rich_catalog(db):
         key="kit-pro", name="Pro kit", primitives={"api.calls": 600, "llm.tokens": None}
     )
     catalog.account_kit_upsert(key="kit-unused", name="Unused", primitives={})
+    catalog.product_upsert(key="api", name="The API")
+    catalog.plan_upsert(key="legacy", name="Legacy", quotas={"seo": 5}, active=False)
     catalog.plan_upsert(
         key="pro",
         name="Pro (monthly)",
+        product_id="api",
+        invoice_display_name="Pro plan",
         account_kit_id="kit-pro",
         stripe_price_id="price_pro",
         stripe_meter_event="pro_overage",
@@ -230,8 +235,24 @@ def rich_catalog(db):
         period="month",
         billing_cadence="P3M",
         currency="eur",
+        prices=[
+            {
+                "primitive": "api.calls",
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": 1000, "unit_amount": "0", "flat_amount": None},
+                    {"up_to": None, "unit_amount": "0.2", "flat_amount": "500"},
+                ],
+            },
+            {"primitive": "seo", "model": "package", "unit_amount": "100", "package_size": 50},
+        ],
+        minimum_commitment="2500",
+        credit_costs={"seo": 2},
+        credits={"per_period": 1000, "rollover_cap": 500, "rollover_days": 90},
+        trial_days=14,
+        trial_end_action="fallback",
+        trial_fallback_plan="legacy",
     )
-    catalog.plan_upsert(key="legacy", name="Legacy", quotas={"seo": 5}, active=False)
 
 
 @pytest.mark.parametrize("syntax", ["json", "yaml"])
@@ -269,8 +290,11 @@ def test_export_writes_every_plan_field_in_the_files_shape(rich_catalog):
         "name": "Pro kit",
         "primitives": {"api.calls": {"ratePerMinute": 600}, "llm.tokens": {"ratePerMinute": None}},
     }
+    assert exported["billing"]["products"] == {"api": {"name": "The API"}}
     assert exported["billing"]["plans"]["pro"] == {
         "name": "Pro (monthly)",
+        "productId": "api",
+        "invoiceDisplayName": "Pro plan",
         "accountKitId": "kit-pro",
         "stripePriceId": "price_pro",
         "stripeMeterEvent": "pro_overage",
@@ -282,6 +306,35 @@ def test_export_writes_every_plan_field_in_the_files_shape(rich_catalog):
         "gauges": {"storage": 10737418240},
         "perSeat": ["api.calls", "storage"],
         "overage": {"llm.tokens": "0.0002", "storage": "0.0000000023"},
+        "prices": [
+            {
+                "primitive": "api.calls",
+                "model": "graduated",
+                "unitAmount": None,
+                "packageSize": None,
+                "tiers": [
+                    {"upTo": 1000, "unitAmount": "0", "flatAmount": None},
+                    {"upTo": None, "unitAmount": "0.2", "flatAmount": "500"},
+                ],
+                "includedQuantity": 0,
+                "paymentTerms": "in_arrears",
+            },
+            {
+                "primitive": "seo",
+                "model": "package",
+                "unitAmount": "100",
+                "packageSize": 50,
+                "tiers": [],
+                "includedQuantity": 0,
+                "paymentTerms": "in_arrears",
+            },
+        ],
+        "minimumCommitment": "2500",
+        "creditCosts": {"seo": 2},
+        "credits": {"perPeriod": 1000, "rolloverCap": 500, "rolloverDays": 90},
+        "trialDays": 14,
+        "trialEndAction": "fallback",
+        "trialFallbackPlan": "legacy",
         "features": ["csv-export", "sso"],
     }
     assert yaml.safe_load(plans("export", "--format", "yaml")[1]) == exported
@@ -334,10 +387,21 @@ def test_a_plan_customers_are_on_is_not_retired_unless_pruning(write, customer):
     assert "billing.plans.free: 1 live subscription(s) are on plan 'free'" in err
     assert "nothing applied" in err
     assert plan_state() == before  # not even the unused plan was retired
+    assert "pass --prune to retire it" in err
 
-    status, _, err = plans("apply", write(only_pro), "--prune")
+    # A dry run shows what the file would change beside why it cannot.
+    status, out, err = plans("apply", write(only_pro), "--dry-run")
+    assert status == 2
+    assert (
+        "- plan free: not in the file, retired (active: false) [1 live subscription(s) on "
+        "it: needs --prune]" in out
+    )
+    assert "- plan unused: not in the file, retired (active: false)" in out
+
+    status, out, err = plans("apply", write(only_pro), "--prune")
 
     assert status == 0, err
+    assert "[1 live subscription(s) on it: their customers keep it]" in out
     assert dict(Plan.objects.values_list("key", "active")) == {
         "free": False,
         "pro": True,
@@ -532,3 +596,180 @@ def test_billing_usage_of_a_customer_on_the_seeds_pro_plan(write, customer, cust
         "storageLimit": 10737418240,
     }
     assert set(body) == {"period", "periodStart", "periodEnd", "usage"}
+
+
+# Prices, products, credits and trials in the file
+
+
+def test_a_file_with_prices_a_product_credits_and_a_trial(write):
+    data = {
+        "billing": {
+            "products": {"api": {"name": "The API"}},
+            "plans": {
+                # Falls back to a plan that comes after it: the fallback is applied first.
+                "developer": {
+                    "productId": "api",
+                    "llmTokens": 1000000,
+                    "prices": [
+                        {
+                            "primitive": "llm.tokens",
+                            "model": "package",
+                            "unitAmount": "0.2",
+                            "packageSize": 1000,
+                        }
+                    ],
+                    "creditCosts": {"llm.tokens": 1},
+                    "credits": {"perPeriod": 50000, "rolloverCap": 10000},
+                    "trialDays": 14,
+                    "trialEndAction": "fallback",
+                    "trialFallbackPlan": "zero",
+                },
+                "zero": {"llmTokens": 1000},
+            },
+        }
+    }
+    path = write(json.dumps(data))
+
+    status, out, err = plans("apply", path)
+
+    assert status == 0, err
+    developer = Plan.objects.select_related("product", "trial_fallback_plan").get(key="developer")
+    assert (developer.product.key, developer.trial_fallback_plan.key) == ("api", "zero")
+    price = developer.prices.get()
+    assert (price.model, price.unit_amount, price.package_size) == ("package", Decimal("0.2"), 1000)
+    assert developer.credits.per_period == 50000
+    assert "+ product api" in out
+    assert plans("apply", path, "--check")[0] == 0
+
+
+def test_the_problems_of_prices_credits_and_trials_are_named_by_their_paths(write):
+    bad = {
+        "billing": {
+            "plans": {
+                "pro": {
+                    "productId": "nowhere",
+                    "prices": [
+                        {"primitive": "Bad", "unitAmount": "-1", "color": "red"},
+                        {"primitive": "seo", "tiers": [{"upTo": 5, "unitAmount": "x"}]},
+                        "cheap",
+                    ],
+                    "minimumCommitment": "lots",
+                    "creditCosts": {"seo": -2},
+                    "credits": {"perPeriod": 1.5, "forever": True},
+                    "trialDays": 9999,
+                    "trialEndAction": "explode",
+                    "trialFallbackPlan": "pro",
+                },
+            },
+        }
+    }
+
+    status, _, err = plans("apply", write(json.dumps(bad)))
+
+    assert status == 2
+    price = "must be a unit price: a decimal >= 0 with at most 12 decimal places"
+    assert set(err.splitlines()[:-1]) == {
+        "billing.plans.pro.productId: no product 'nowhere' in the file or the database",
+        "billing.plans.pro.prices[0].color: is not a field of a price (model, unitAmount, "
+        "packageSize, tiers, includedQuantity, paymentTerms)",
+        "billing.plans.pro.prices[0].primitive: must be a primitive: lowercase letters, "
+        "digits, '.', '_', '-'",
+        f"billing.plans.pro.prices[0].unitAmount: {price}",
+        f"billing.plans.pro.prices[1].tiers[0].unitAmount: {price}",
+        "billing.plans.pro.prices[2]: must be an object with string keys",
+        f"billing.plans.pro.minimumCommitment: {price}",
+        "billing.plans.pro.creditCosts.seo: must be a non-negative integer (at most "
+        "9223372036854775807)",
+        "billing.plans.pro.credits.forever: is not perPeriod, rolloverCap or rolloverDays",
+        "billing.plans.pro.credits.perPeriod: must be a non-negative integer (at most "
+        "9223372036854775807)",
+        "billing.plans.pro.trialDays: must be a non-negative integer (at most 730)",
+        "billing.plans.pro.trialEndAction: must be one of convert, fallback, stop",
+        "billing.plans.pro.trialFallbackPlan: must be the key of another plan",
+    }
+    assert not Plan.objects.exists()
+
+
+def test_a_price_the_catalog_refuses_is_named_by_its_path_in_the_file(write):
+    data = {
+        "billing": {
+            "plans": {
+                "pro": {
+                    "seo": 10,
+                    "prices": [
+                        {
+                            "primitive": "seo",
+                            "model": "graduated",
+                            "tiers": [
+                                {"upTo": 10, "unitAmount": "1"},
+                                {"upTo": 5, "unitAmount": "1"},
+                                {"upTo": None, "unitAmount": "1"},
+                            ],
+                        }
+                    ],
+                }
+            }
+        }
+    }
+
+    status, _, err = plans("apply", write(json.dumps(data)))
+
+    assert status == 2
+    assert (
+        "billing.plans.pro.prices[0].tiers[1].upTo: Tiers ascend: upTo must be above 10, not 5."
+        in err.splitlines()
+    )
+    assert not Plan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "field"),
+    [("trialDay", "trialDays"), ("price", "prices"), ("minimumCommittment", "minimumCommitment")],
+)
+def test_a_misspelt_plan_field_is_a_problem_not_a_quota(write, member, field):
+    data = {"billing": {"plans": {"pro": {"apiCalls": 5, member: 14}}}}
+
+    status, _, err = plans("apply", write(json.dumps(data)))
+
+    assert status == 2
+    assert f"billing.plans.pro.{member}: is not a plan field: did you mean {field}?" in err
+    assert not Plan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"billing": {"plans": {"pro": {"accountKitId": ["x"]}}}}',
+            "billing.plans.pro.accountKitId: no Account Kit",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"name": "P\\u0000"}}}}',
+            "billing.plans.pro.name: must be text",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"name": "\\ud800"}}}}',
+            "billing.plans.pro.name: must be text",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"productId": "a\\u0000"}}}}',
+            "billing.plans.pro.productId: no product",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"accountKitId": "k\\u0000"}}}}',
+            "billing.plans.pro.accountKitId: no Account Kit",
+        ),
+        (
+            '{"billing": {"plans": {"pro": {"trialFallbackPlan": "f\\u0000"}}}}',
+            "trialFallbackPlan: must be the key",
+        ),
+        ("[" * 100000, "file: Nested too deeply."),
+        ("null", "file: must be an object"),
+    ],
+)
+def test_input_no_database_can_take_is_a_problem_named_by_its_path(write, text, message):
+    status, _, err = plans("apply", write(text))
+
+    assert status == 2
+    assert message in err
+    assert not Plan.objects.exists()

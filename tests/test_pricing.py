@@ -191,6 +191,9 @@ def test_late_usage_that_changes_nothing_has_no_line():
         (7, 30, 30, 7),  # the whole period has run
         (7, 0, 30, 7),  # nothing elapsed: nothing to extrapolate from
         (0, 5, 30, 0),
+        (1, 0.2 / 86400, 30, 30),  # seconds in: taken as a day's use, not millions of times
+        (10, 0.5, 1, 10),  # a period shorter than a day is not projected past its length
+        (2**62, 1, 30, 2**63 - 1),  # at most what a counter holds
     ],
 )
 def test_projection_is_linear(used, elapsed_days, length_days, expected):

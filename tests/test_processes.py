@@ -2,7 +2,7 @@
 its own connection, LocMemCache and entitlement LRU, as two gunicorn workers are) call a
 metered view while the test process changes the customer's plan, lowers a quota and
 cancels. No call that starts after a change has committed is decided on the entitlement
-from before it."""
+from before it. A kit's per-minute rate is exact across the processes as well."""
 
 import multiprocessing
 import time
@@ -12,12 +12,12 @@ from django.db import connection
 
 from billing_app.catalog import services as catalog
 from billing_app.customers import services as customers
-from billing_app.models import UsageCounter
+from billing_app.models import RateCounter, UsageCounter, UsageEvent
 from billing_app.subscriptions import services as subscriptions
 from billing_app.testutils import subscribe
 
 from .factories import CustomerFactory
-from .processes import feature_calls, metered_calls
+from .processes import feature_calls, metered_calls, rate_calls
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
@@ -126,3 +126,51 @@ def test_a_feature_withdrawn_is_refused_at_once_in_every_process():
     assert before and set(before) == {200}
     assert between and set(between) == {403}
     assert after and set(after) == {200}
+
+
+def test_a_kit_rate_is_exact_across_processes():
+    """Two processes call at once, within one clock minute, a view the kit allows 50
+    times a minute: exactly 50 calls are admitted between them, the rest refused as
+    too_many_requests, and the counters agree."""
+    rate, seconds = 50, 4
+    customer = CustomerFactory()
+    catalog.account_kit_upsert(key="kit_rate", name="Rate", primitives={"seo": rate})
+    catalog.plan_upsert(key="rated", name="Rated", account_kit_id="kit_rate", quotas={})
+    subscriptions.subscription_set(customer=customer, plan_key="rated")
+    token = customers.tenant_token_issue(customer=customer)[1]
+    context = multiprocessing.get_context("spawn")
+    results, go = context.Queue(), context.Event()
+    name = connection.settings_dict["NAME"]
+    workers = [
+        context.Process(target=rate_calls, args=(name, token, go, seconds, results))
+        for _ in range(WORKERS)
+    ]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        assert results.get(timeout=120)[0] == "ready"
+
+    # Every call inside one clock minute: start early in a minute, never close to its end.
+    if time.time() % 60 > 60 - seconds - 5:
+        time.sleep(60 - time.time() % 60 + 0.5)
+    minute = time.time() // 60
+    go.set()
+    by_worker = [results.get(timeout=seconds + 60)[1] for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+
+    calls = [call for worker_calls in by_worker for call in worker_calls]
+    assert {started // 60 for started, *_ in calls} == {minute}
+    assert {finished // 60 for _, finished, *_ in calls} == {minute}
+    admitted = [call for call in calls if call[2] == 200]
+    refused = [call for call in calls if call[2] != 200]
+    assert len(admitted) == rate
+    assert refused and {(status, error) for *_, status, error in refused} == {
+        (429, "too_many_requests")
+    }
+    # A race between processes: each had calls admitted, and was refused after.
+    for worker_calls in by_worker:
+        assert {status for _, _, status, _ in worker_calls} == {200, 429}
+    assert UsageEvent.objects.filter(customer=customer).count() == rate
+    assert RateCounter.objects.get(customer=customer).calls == rate

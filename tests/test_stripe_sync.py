@@ -608,7 +608,9 @@ def test_webhook_answers_post_only(client):
 def test_webhook_without_secret_answers_503(client, stripe_stub, settings, monkeypatch):
     settings.STRIPE_WEBHOOK_SECRET = ""
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
-    assert deliver(client, {"id": "evt_1", "type": "x", "data": {}}).status_code == 503
+    answer = deliver(client, {"id": "evt_1", "type": "x", "data": {}})
+    assert answer.status_code == 503
+    assert answer.json()["message"] == "STRIPE_WEBHOOK_SECRET is not set."
 
 
 def test_admin_retry_applies_a_fixed_problem(admin_client, client, stripe_stub, plans, customer):

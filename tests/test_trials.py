@@ -92,6 +92,7 @@ def test_a_trial_can_end_when_the_operator_says(plans, customer):
         ("nowhere", None, "plan_key"),
         ("pro", START, "trial_end"),
         ("pro", START - DAY, "trial_end"),
+        ("pro", START + 731 * DAY, "trial_end"),  # at most 730 days, as a plan's trial
     ],
 )
 def test_bad_trials_are_refused_and_change_nothing(plans, customer, plan_key, trial_end, field):

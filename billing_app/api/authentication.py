@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ObjectDoesNotExist
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -55,7 +56,7 @@ class _BearerKeyAuthentication(authentication.BaseAuthentication):
             return None  # Not ours: another authentication class may know it.
         try:
             api_key = self.model.objects.get_from_key(key.decode())
-        except (self.model.DoesNotExist, UnicodeDecodeError, ValueError):
+        except (ObjectDoesNotExist, UnicodeDecodeError, ValueError):
             raise exceptions.AuthenticationFailed("Invalid or revoked key.") from None
         return self.principal(api_key), api_key
 

@@ -14,9 +14,10 @@ from ..customers.selectors import customer_get
 from ..metering import credits
 from ..models import CreditAutoTopUp, CreditEntry, CreditGrant, CreditPack
 from ..stripe import calls as stripe_calls
+from .schema import PAGE_PARAMETERS, errors, extend_schema
 from .self_service import CustomerAPIView
 from .serializers import RedirectSerializer, RedirectURLField
-from .views import OperatorAPIView, Pagination, extend_schema, outside_transactions
+from .views import OperatorAPIView, Pagination, outside_transactions
 
 # --- shapes ------------------------------------------------------------------------------
 
@@ -24,7 +25,10 @@ from .views import OperatorAPIView, Pagination, extend_schema, outside_transacti
 class GrantInputSerializer(serializers.Serializer):
     amount = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     reason = serializers.CharField(max_length=2000)
-    source = serializers.ChoiceField(choices=["manual", "promotion"], default="manual")
+    # DRF's metaclass takes declared fields out of the class; the stubs see Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["manual", "promotion"], default="manual"
+    )
     priority = serializers.IntegerField(min_value=0, max_value=1_000_000, default=100)
     effectiveAt = serializers.DateTimeField(required=False)
     expiresAt = serializers.DateTimeField(required=False, allow_null=True)
@@ -36,7 +40,7 @@ class GrantSerializer(serializers.Serializer):
     remaining = serializers.IntegerField(
         help_text="What is left of it, as of the balance's last refresh."
     )
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # as in GrantInputSerializer
     state = serializers.CharField()
     priority = serializers.IntegerField()
     effectiveAt = serializers.DateTimeField(source="effective_at")
@@ -127,7 +131,7 @@ def credits_answer(customer_id: Any) -> dict[str, Any]:
 class CreditsView(OperatorAPIView):
     """The customer's balance and its grants that are pending or active."""
 
-    @extend_schema(responses=CreditsSerializer)
+    @extend_schema(responses={200: CreditsSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         return Response(credits_answer(customer_get(customer_id=user_id).pk))
 
@@ -135,7 +139,7 @@ class CreditsView(OperatorAPIView):
 class CreditGrantView(OperatorAPIView):
     """Give credits, with a reason; ``promotion`` or ``manual`` (the default)."""
 
-    @extend_schema(request=GrantInputSerializer, responses={201: GrantSerializer})
+    @extend_schema(request=GrantInputSerializer, responses={201: GrantSerializer, **errors(404)})
     def post(self, request: Request, user_id: str) -> Response:
         customer = customer_get(customer_id=user_id)
         data = self.parse(GrantInputSerializer, request.data)
@@ -180,7 +184,7 @@ class EntryPagination(Pagination):
 class CreditLedgerView(OperatorAPIView):
     """Every change of the balance, newest first: grants, draws, refunds, expiries."""
 
-    @extend_schema(responses=EntryListSerializer)
+    @extend_schema(parameters=PAGE_PARAMETERS, responses={200: EntryListSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         customer = customer_get(customer_id=user_id)
         paginator = EntryPagination()
@@ -195,7 +199,9 @@ class CreditPackListView(OperatorAPIView):
     def get(self, request: Request) -> Response:
         return Response(PackSerializer(CreditPack.objects.all(), many=True).data)
 
-    @extend_schema(request=PackInputSerializer, responses=PackSerializer)
+    @extend_schema(
+        request=PackInputSerializer, responses={200: PackSerializer, 201: PackSerializer}
+    )
     def post(self, request: Request) -> Response:
         pack, created = credits.credit_pack_upsert(**self.parse(PackInputSerializer, request.data))
         return Response(
@@ -218,7 +224,10 @@ class SelfCreditCheckoutView(CustomerAPIView):
     """Buy a credit pack: a Stripe Checkout Session in payment mode; the credits are given
     once Stripe says the session is paid (its webhook), however often it says so."""
 
-    @extend_schema(request=PackCheckoutInputSerializer, responses=RedirectSerializer)
+    @extend_schema(
+        request=PackCheckoutInputSerializer,
+        responses={200: RedirectSerializer, **errors(409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(PackCheckoutInputSerializer, request.data)
         url = stripe_calls.credit_pack_checkout_create(customer=self.customer, **data)

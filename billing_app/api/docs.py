@@ -9,6 +9,7 @@ installs it gets its deploy check, which then finds nothing to say about these v
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -20,14 +21,27 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .views import extend_schema
+from .schema import extend_schema
 
 TITLE = "billing_app API"
 
 
+def _version() -> str:
+    try:
+        return version("billing_app")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return ""
+
+
 class SchemaView(SpectacularAPIView):
     schema = AutoSchema()
-    custom_settings = {"TITLE": TITLE}
+    # OpenAPI 3.1: JSON Schema proper, which can say that an object's keys are slugs.
+    custom_settings = {
+        "OAS_VERSION": "3.1.0",
+        "TITLE": TITLE,
+        "DESCRIPTION": "Operator API (`/v1/`) and customer self-service (`/billing/`).",
+        "VERSION": _version(),
+    }
 
     # drf-spectacular decorates its own get with the host's DEFAULT_SCHEMA_CLASS, read
     # when it is imported: this one is bound to its AutoSchema whatever the host says.

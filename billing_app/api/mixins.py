@@ -10,12 +10,12 @@ from rest_framework.views import set_rollback
 
 from ..exceptions import BillingError
 from ..metering.calls import (
-    UNMETERED_METHODS,
     MeteredCall,
     Quantity,
     call_start,
     counted_once,
     headers_add,
+    method_is_metered,
     succeeded,
 )
 from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
@@ -31,8 +31,8 @@ class MeteredMixin:
 
     The quota is reserved after DRF has authenticated the request and checked its
     permissions, so every DRF authentication scheme works; tenant tokens and operator
-    keys (``Authorization: Bearer ...``) work without listing them. OPTIONS and HEAD are
-    not metered.
+    keys (``Authorization: Bearer ...``) work without listing them. A HEAD is metered as
+    the GET it runs; an OPTIONS answered by DRF's own ``options()`` is not.
     """
 
     metered: str | Mapping[str, str] | None = None
@@ -47,10 +47,12 @@ class MeteredMixin:
         return authenticators
 
     def metered_primitive(self, request: Request) -> str | None:
-        if request.method in UNMETERED_METHODS:
+        if not method_is_metered(type(self), request.method):
             return None
         if isinstance(self.metered, Mapping):
             action = getattr(self, "action", None) or (request.method or "").lower()
+            if action == "head" and "head" not in self.metered:
+                action = "get"  # a HEAD runs the GET handler
             return self.metered.get(action)
         return self.metered
 

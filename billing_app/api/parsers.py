@@ -21,21 +21,28 @@ class StrictJSONParser(JSONParser):
 
 
 def _check_text(value: Any) -> None:
-    stack = [value]
+    """A ParseError naming where the first string that is not Unicode text is, as a field
+    error does: ``timestamp``, ``events.1.timestamp`` (a bad key: the object holding it)."""
+    stack: list[tuple[str, Any]] = [("", value)]
     while stack:
-        item = stack.pop()
+        path, item = stack.pop()
         if isinstance(item, str):
-            _encodable(item)
+            _encodable(path, item)
         elif isinstance(item, dict):
             for key, child in item.items():
-                _encodable(key)
-                stack.append(child)
+                _encodable(path, key)
+                stack.append((_join(path, key), child))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((_join(path, str(index)), child) for index, child in enumerate(item))
 
 
-def _encodable(text: str) -> None:
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _encodable(path: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ParseError("JSON parse error - a string is not valid Unicode text.") from None
+        message = "JSON parse error - a string is not valid Unicode text (a lone surrogate)."
+        raise ParseError({path or "non_field_errors": [message]}) from None

@@ -20,7 +20,8 @@ from ..periods import label
 from ..stripe import calls as stripe_calls
 from ..subscriptions.selectors import invoices_of, subscription_get
 from . import serializers as s
-from .views import BillingAPIView, Pagination, extend_schema, outside_transactions, upcoming_answer
+from .schema import PAGE_PARAMETERS, errors, extend_schema
+from .views import BillingAPIView, Pagination, outside_transactions, upcoming_answer
 
 
 class CustomerAPIView(BillingAPIView):
@@ -69,7 +70,7 @@ class UsageView(CustomerAPIView):
 class UpcomingView(CustomerAPIView):
     """Your open period's charges so far and as projected to its end."""
 
-    @extend_schema(responses=s.UpcomingSerializer)
+    @extend_schema(responses={200: s.UpcomingSerializer, **errors(404)})
     def get(self, request: Request) -> Response:
         return upcoming_answer(self.customer)
 
@@ -80,7 +81,7 @@ class InvoicePagination(Pagination):
 
 
 class InvoicesView(CustomerAPIView):
-    @extend_schema(responses=s.InvoiceListSerializer)
+    @extend_schema(parameters=PAGE_PARAMETERS, responses=s.InvoiceListSerializer)
     def get(self, request: Request) -> Response:
         paginator = InvoicePagination()
         page = paginator.paginate_queryset(invoices_of(customer=self.customer), request, self)
@@ -89,7 +90,10 @@ class InvoicesView(CustomerAPIView):
 
 @outside_transactions
 class CheckoutView(CustomerAPIView):
-    @extend_schema(request=s.CheckoutInputSerializer, responses=s.RedirectSerializer)
+    @extend_schema(
+        request=s.CheckoutInputSerializer,
+        responses={200: s.RedirectSerializer, **errors(409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.CheckoutInputSerializer, request.data)
         return Response({"url": stripe_calls.checkout_create(customer=self.customer, **data)})
@@ -97,7 +101,10 @@ class CheckoutView(CustomerAPIView):
 
 @outside_transactions
 class PortalView(CustomerAPIView):
-    @extend_schema(request=s.PortalInputSerializer, responses=s.RedirectSerializer)
+    @extend_schema(
+        request=s.PortalInputSerializer,
+        responses={200: s.RedirectSerializer, **errors(409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.PortalInputSerializer, request.data)
         return Response({"url": stripe_calls.portal_create(customer=self.customer, **data)})
@@ -105,7 +112,10 @@ class PortalView(CustomerAPIView):
 
 @outside_transactions
 class CancelView(CustomerAPIView):
-    @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
+    @extend_schema(
+        request=s.CancelInputSerializer,
+        responses={200: s.CancelSerializer, **errors(202, 409, 502)},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.CancelInputSerializer, request.data)
         subscription = stripe_calls.subscription_cancel(customer=self.customer, **data)
@@ -114,7 +124,9 @@ class CancelView(CustomerAPIView):
 
 @outside_transactions
 class ReactivateView(CustomerAPIView):
-    @extend_schema(request=None, responses=s.SelfSubscriptionSerializer)
+    @extend_schema(
+        request=None, responses={200: s.SelfSubscriptionSerializer, **errors(202, 409, 502)}
+    )
     def post(self, request: Request) -> Response:
         subscription = stripe_calls.subscription_reactivate(customer=self.customer)
         return Response(s.SelfSubscriptionSerializer(subscription).data)

@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from ..conf import billing_settings, customer_id_json
+from ..metering.services import BATCH_LIMIT
 from ..models import BillingPeriod, PlanPrice, SubscriptionStatus, TrialEnd
 from ..periods import PERIODS, interval_name
 from ..validation import MAX_BIGINT
@@ -25,14 +26,22 @@ from .errors import camel_case, snake_case
 __all__ = ["camel_case", "snake_case"]
 
 SLUG = r"^[a-z0-9][a-z0-9._-]*\Z"
+# The same, as JSON Schema reads patterns (ECMA 262: "$" ends the text).
+SLUG_PATTERN = SLUG.replace("\\Z", "$")
+CUSTOMER_ID_SCHEMA = {"oneOf": [{"type": "integer"}, {"type": "string"}]}
 
 
-@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+@extend_schema_field(CUSTOMER_ID_SCHEMA)
 class CustomerIdField(serializers.Field):
     """A customer's key: a JSON number for integer keys, a string for any other."""
 
     def to_representation(self, value: Any) -> int | str:
         return customer_id_json(value)
+
+
+@extend_schema_field(CUSTOMER_ID_SCHEMA)
+class CustomerIdInputField(serializers.JSONField):
+    """A customer's key as a client sends it: a number, or a string key."""
 
 
 primitive_field = serializers.RegexField(
@@ -42,8 +51,14 @@ primitive_field = serializers.RegexField(
 )
 
 
+class PrimitiveDictField(serializers.DictField):
+    """An object keyed by primitive slugs (checked by the service, which names the field)."""
+
+    key_pattern = SLUG_PATTERN
+
+
 def _primitive_dict(child: serializers.Field) -> serializers.DictField:
-    return serializers.DictField(child=child, required=False)
+    return PrimitiveDictField(child=child, required=False)
 
 
 # Account kits
@@ -58,7 +73,7 @@ class KitPrimitiveSerializer(serializers.Serializer):
 class AccountKitInputSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
-    primitives = serializers.DictField(child=KitPrimitiveSerializer(), required=False)
+    primitives = PrimitiveDictField(child=KitPrimitiveSerializer(), required=False)
 
     def validate_primitives(self, value: dict[str, dict[str, Any]]) -> dict[str, int | None]:
         return {slug: options.get("ratePerMinute") for slug, options in value.items()}
@@ -153,7 +168,9 @@ class PriceSerializer(serializers.Serializer):
     packageSize = serializers.IntegerField(
         source="package_size", min_value=1, max_value=MAX_BIGINT, allow_null=True, required=False
     )
-    tiers = TierSerializer(many=True, required=False, max_length=100)
+    tiers: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=TierSerializer(), required=False, max_length=100
+    )
     includedQuantity = serializers.IntegerField(
         source="included_quantity", min_value=0, max_value=MAX_BIGINT, default=0
     )
@@ -206,7 +223,7 @@ class PlanInputSerializer(serializers.Serializer):
     )
     period = serializers.ChoiceField(choices=PERIODS, required=False)
     billingCadence = serializers.CharField(required=False, max_length=32)
-    currency = serializers.CharField(required=False, max_length=3)
+    currency = serializers.CharField(required=False, min_length=3, max_length=3)
     active = serializers.BooleanField(required=False)
     # slug -> unit price past the quota, in the currency's minor units ("0.5" = half a cent)
     overage = _primitive_dict(
@@ -216,7 +233,9 @@ class PlanInputSerializer(serializers.Serializer):
     # slug -> credits one unit costs; the plan's credits each billing period (null: none)
     creditCosts = _primitive_dict(serializers.IntegerField(min_value=1, max_value=2**63 - 1))
     credits = PlanCreditsSerializer(required=False, allow_null=True)
-    prices = PriceSerializer(many=True, required=False, max_length=1000)
+    prices: serializers.ListSerializer[Any] = serializers.ListSerializer(
+        child=PriceSerializer(), required=False, max_length=1000
+    )
     minimumCommitment = _amount_field(required=False, allow_null=True)
     # The most billed overage may cost per quota window, in minor units (null: no cap)
     overageSpendCap = _amount_field(required=False, allow_null=True)
@@ -376,6 +395,19 @@ def current_period(subscription: Any) -> BillingPeriod | None:
     return None
 
 
+OPTIONAL_DATETIME = serializers.DateTimeField(allow_null=True)
+
+
+def _current_bound(subscription: Any, bound: str) -> str | None:
+    """The current billing period's start or end, as DRF renders a datetime."""
+    period = current_period(subscription)
+    return _datetime(getattr(period, bound) if period else None)
+
+
+def _datetime(value: datetime | None) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)
+
+
 class SubscriptionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     customerId = CustomerIdField(source="customer_id")
@@ -397,13 +429,13 @@ class SubscriptionSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
-    def get_currentPeriodStart(self, subscription: Any) -> datetime | None:
-        period = current_period(subscription)
-        return serializers.DateTimeField().to_representation(period.start) if period else None
+    @extend_schema_field(OPTIONAL_DATETIME)
+    def get_currentPeriodStart(self, subscription: Any) -> str | None:
+        return _current_bound(subscription, "start")
 
-    def get_currentPeriodEnd(self, subscription: Any) -> datetime | None:
-        period = current_period(subscription)
-        return serializers.DateTimeField().to_representation(period.end) if period else None
+    @extend_schema_field(OPTIONAL_DATETIME)
+    def get_currentPeriodEnd(self, subscription: Any) -> str | None:
+        return _current_bound(subscription, "end")
 
     def get_accountKitId(self, subscription: Any) -> str | None:
         return self.context.get("kit_key")
@@ -574,32 +606,47 @@ class CheckSerializer(serializers.Serializer):
     limit = serializers.IntegerField(allow_null=True)
     used = serializers.IntegerField()
     remaining = serializers.IntegerField(allow_null=True)
-    resetsAt = serializers.DateTimeField(source="resets_at")
+    resetsAt = serializers.DateTimeField(
+        source="resets_at", allow_null=True, help_text="None for a gauge: no window resets it."
+    )
 
 
 class UsageBatchEventSerializer(serializers.Serializer):
-    userId = serializers.JSONField(help_text="The customer's id: a number, or a string key.")
+    userId = CustomerIdInputField(help_text="The customer's id: a number, or a string key.")
     primitive = primitive_field
     quantity = serializers.IntegerField(min_value=1, max_value=2**63 - 1, default=1)
-    idempotencyKey = serializers.CharField(required=False, max_length=255)
-    timestamp = serializers.DateTimeField(required=False)
+    idempotencyKey = serializers.RegexField(
+        r"^[^\x00]*\Z", max_length=255, required=False, allow_null=True, allow_blank=True
+    )
+    timestamp = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class UsageBatchInputSerializer(serializers.Serializer):
     """For the schema only: the batch is validated by hand, event by event."""
 
-    events = UsageBatchEventSerializer(many=True, min_length=1, max_length=1000)
-
-
-class UsageBatchResultSerializer(serializers.Serializer):
-    index = serializers.IntegerField()
-    status = serializers.ChoiceField(["created", "duplicate", "conflict", "invalid"])
-    id = serializers.IntegerField(required=False)
-    errors = serializers.DictField(required=False)
+    events = serializers.ListField(
+        child=UsageBatchEventSerializer(), min_length=1, max_length=BATCH_LIMIT
+    )
 
 
 class UsageBatchSerializer(serializers.Serializer):
-    results = UsageBatchResultSerializer(many=True)
+    # Inline: a field named "errors" cannot be declared on a serializer class.
+    results = inline_serializer(
+        "UsageBatchResult",
+        {
+            "index": serializers.IntegerField(),
+            "status": serializers.ChoiceField(["created", "duplicate", "conflict", "invalid"]),
+            "id": serializers.IntegerField(
+                required=False, help_text="The event's id (not when invalid)"
+            ),
+            "errors": serializers.DictField(
+                child=serializers.ListField(child=serializers.CharField()),
+                required=False,
+                help_text="The event's field errors (invalid, conflict)",
+            ),
+        },
+        many=True,
+    )
 
 
 # Usage records (billing periods)
@@ -609,15 +656,40 @@ class UsageRecordStatusSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["current", "recorded", "final"], required=False)
 
 
+class CycleUsageSerializer(serializers.Serializer):
+    """A counter's use over the period, or a gauge's level over it (see the gauges how-to)."""
+
+    kind = serializers.ChoiceField(choices=["counter", "gauge"], default="counter")
+    used = serializers.IntegerField(required=False, help_text="A counter's use")
+    quota = serializers.IntegerField(allow_null=True, help_text="A gauge's limit, or the quota")
+    overage = serializers.IntegerField()
+    granted = serializers.IntegerField(required=False, help_text="One-off quota grants")
+    level = serializers.IntegerField(required=False, help_text="A gauge's level at the end")
+    peak = serializers.IntegerField(required=False, help_text="A gauge's highest level")
+    average = serializers.IntegerField(
+        required=False, help_text="A gauge's time-weighted average level"
+    )
+    unitHours = serializers.CharField(
+        required=False, help_text="A gauge's level integrated over the period (decimal)"
+    )
+
+
+class CycleAdjustmentSerializer(serializers.Serializer):
+    periodId = serializers.IntegerField(help_text="The earlier period the late usage is of")
+    primitive = serializers.CharField()
+    used = serializers.IntegerField()
+    overage = serializers.IntegerField()
+
+
 class CycleRecordSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="pk")
     plan = serializers.CharField(source="plan.key")
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=["current", "recorded", "final"])
     cycleStart = serializers.DateTimeField(source="period.start")
     cycleEnd = serializers.DateTimeField(source="period.end")
     closedAt = serializers.DateTimeField(source="closed_at", allow_null=True)
-    usage = serializers.DictField()
-    adjustments = serializers.ListField(child=serializers.DictField())
+    usage = serializers.DictField(child=CycleUsageSerializer())
+    adjustments = serializers.ListField(child=CycleAdjustmentSerializer())
 
 
 class PageSerializer(serializers.Serializer):
@@ -632,7 +704,7 @@ class CycleRecordListSerializer(PageSerializer):
 # Customer self-service (/billing/)
 
 
-def redirect_url(value: str) -> str:
+def redirect_url(value: str) -> None:
     """An absolute http(s) URL on a host the project allows, read as a browser reads it:
     no open redirects."""
     if any(char in value for char in "\\\t\r\n\x00") or value != value.strip():
@@ -654,7 +726,6 @@ def redirect_url(value: str) -> str:
         raise serializers.ValidationError(
             f"Host {host!r} is not in BILLING_ALLOWED_REDIRECT_HOSTS."
         )
-    return value
 
 
 class RedirectURLField(serializers.CharField):
@@ -679,13 +750,13 @@ class SelfSubscriptionSerializer(serializers.Serializer):
         """The Stripe subscription's id; null for one the operator set without Stripe."""
         return subscription.stripe_subscription_id or None
 
+    @extend_schema_field(OPTIONAL_DATETIME)
     def get_currentPeriodStart(self, subscription: Any) -> str | None:
-        period = current_period(subscription)
-        return serializers.DateTimeField().to_representation(period.start) if period else None
+        return _current_bound(subscription, "start")
 
+    @extend_schema_field(OPTIONAL_DATETIME)
     def get_currentPeriodEnd(self, subscription: Any) -> str | None:
-        period = current_period(subscription)
-        return serializers.DateTimeField().to_representation(period.end) if period else None
+        return _current_bound(subscription, "end")
 
 
 class SelfUsageSerializer(serializers.Serializer):
@@ -703,9 +774,10 @@ class InvoiceSerializer(serializers.Serializer):
     paidAt = serializers.SerializerMethodField()
     pdfUrl = serializers.SerializerMethodField()
 
+    @extend_schema_field(OPTIONAL_DATETIME)
     def get_paidAt(self, invoice: Any) -> str | None:
         paid_at = (invoice.stripe_data.get("status_transitions") or {}).get("paid_at")
-        return serializers.DateTimeField().to_representation(_from_timestamp(paid_at))
+        return _datetime(_from_timestamp(paid_at))
 
     def get_pdfUrl(self, invoice: Any) -> str | None:
         return invoice.stripe_data.get("invoice_pdf")

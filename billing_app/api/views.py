@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils.decorators import method_decorator
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
-from drf_spectacular.utils import extend_schema as _extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
@@ -36,18 +35,7 @@ from .authentication import OperatorKeyAuthentication, TenantTokenAuthentication
 from .errors import billing_exception_handler
 from .parsers import StrictJSONParser
 from .permissions import IsOperator
-
-
-def extend_schema(**kwargs: Any) -> Any:
-    """drf-spectacular's decorator, bound to its AutoSchema whatever the host's
-    ``DEFAULT_SCHEMA_CLASS`` is (a method decorator otherwise reads that setting)."""
-
-    def decorate(method: Any) -> Any:
-        method.schema = AutoSchema
-        return _extend_schema(**kwargs)(method)
-
-    return decorate
-
+from .schema import PAGE_PARAMETERS, REFUSED_OR_FORBIDDEN, BillingAutoSchema, errors, extend_schema
 
 # Stripe is called outside any database transaction, whatever ATOMIC_REQUESTS says.
 outside_transactions = method_decorator(transaction.non_atomic_requests, name="dispatch")
@@ -63,7 +51,7 @@ class BillingAPIView(APIView):
         SessionAuthentication,
     ]
     parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
-    schema = AutoSchema()
+    schema = BillingAutoSchema()
     # Never counted by BILLING_METERED_PATHS: reading one's usage must not use it up.
     billing_unmetered = True
 
@@ -90,7 +78,10 @@ class PlanListView(OperatorAPIView):
     def get(self, request: Request) -> Response:
         return Response(s.PlanSerializer(catalog_selectors.plan_list(), many=True).data)
 
-    @extend_schema(request=s.PlanInputSerializer, responses=s.PlanSerializer)
+    @extend_schema(
+        request=s.PlanInputSerializer,
+        responses={200: s.PlanSerializer, 201: s.PlanSerializer},
+    )
     def post(self, request: Request) -> Response:
         serializer = s.PlanInputSerializer(data=request.data)
         if not serializer.is_valid():
@@ -118,7 +109,10 @@ class ProductListView(OperatorAPIView):
     def get(self, request: Request) -> Response:
         return Response(s.ProductSerializer(catalog_selectors.product_list(), many=True).data)
 
-    @extend_schema(request=s.ProductInputSerializer, responses=s.ProductSerializer)
+    @extend_schema(
+        request=s.ProductInputSerializer,
+        responses={200: s.ProductSerializer, 201: s.ProductSerializer},
+    )
     def post(self, request: Request) -> Response:
         product, created = catalog.product_upsert(
             **self.parse(s.ProductInputSerializer, request.data)
@@ -133,7 +127,10 @@ class AccountKitListView(OperatorAPIView):
             s.AccountKitSerializer(catalog_selectors.account_kit_list(), many=True).data
         )
 
-    @extend_schema(request=s.AccountKitInputSerializer, responses=s.AccountKitSerializer)
+    @extend_schema(
+        request=s.AccountKitInputSerializer,
+        responses={200: s.AccountKitSerializer, 201: s.AccountKitSerializer},
+    )
     def post(self, request: Request) -> Response:
         kit, created = catalog.account_kit_upsert(
             **self.parse(s.AccountKitInputSerializer, request.data)
@@ -150,14 +147,16 @@ class CustomerCreateView(OperatorAPIView):
 
 
 class CustomerDetailView(OperatorAPIView):
-    @extend_schema(responses=s.CustomerSerializer)
+    @extend_schema(responses={200: s.CustomerSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         return Response(s.CustomerSerializer(customer).data)
 
 
 class TokenView(OperatorAPIView):
-    @extend_schema(request=s.TokenInputSerializer, responses={201: s.TokenSerializer})
+    @extend_schema(
+        request=s.TokenInputSerializer, responses={201: s.TokenSerializer, **errors(404)}
+    )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.TokenInputSerializer, request.data)
@@ -189,11 +188,14 @@ def subscription_answer(customer: Any) -> Response:
 
 
 class SubscriptionView(OperatorAPIView):
-    @extend_schema(responses=s.SubscriptionSerializer)
+    @extend_schema(responses={200: s.SubscriptionSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         return subscription_answer(customers_selectors.customer_get(customer_id=user_id))
 
-    @extend_schema(request=s.SubscriptionInputSerializer, responses=s.SubscriptionSerializer)
+    @extend_schema(
+        request=s.SubscriptionInputSerializer,
+        responses={200: s.SubscriptionSerializer, **errors(404)},
+    )
     def put(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         subscriptions.subscription_set(
@@ -205,7 +207,10 @@ class SubscriptionView(OperatorAPIView):
 class TrialView(OperatorAPIView):
     """Start a trial without Stripe and without a card: one per customer."""
 
-    @extend_schema(request=s.TrialInputSerializer, responses=s.SubscriptionSerializer)
+    @extend_schema(
+        request=s.TrialInputSerializer,
+        responses={200: s.SubscriptionSerializer, **errors(404, 409)},
+    )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         subscriptions.trial_start(
@@ -218,7 +223,10 @@ class TrialView(OperatorAPIView):
 class ChangePlanView(OperatorAPIView):
     """Move the customer to another plan (on Stripe first when Stripe-backed)."""
 
-    @extend_schema(request=s.ChangePlanInputSerializer, responses=s.SubscriptionSerializer)
+    @extend_schema(
+        request=s.ChangePlanInputSerializer,
+        responses={200: s.SubscriptionSerializer, **errors(202, 404, 409, 502)},
+    )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.ChangePlanInputSerializer, request.data)
@@ -230,7 +238,10 @@ class ChangePlanView(OperatorAPIView):
 class CancelView(OperatorAPIView):
     """The operator's cancel: the same as the customer's ``/billing/cancel``."""
 
-    @extend_schema(request=s.CancelInputSerializer, responses=s.CancelSerializer)
+    @extend_schema(
+        request=s.CancelInputSerializer,
+        responses={200: s.CancelSerializer, **errors(202, 404, 409, 502)},
+    )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.CancelInputSerializer, request.data)
@@ -243,11 +254,20 @@ class CancelView(OperatorAPIView):
 class ReactivateView(OperatorAPIView):
     """Undo a pending cancellation at the period's end."""
 
-    @extend_schema(request=None, responses=s.SubscriptionSerializer)
+    @extend_schema(
+        request=None, responses={200: s.SubscriptionSerializer, **errors(202, 404, 409, 502)}
+    )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         stripe_calls.subscription_reactivate(customer=customer)
         return subscription_answer(customer)
+
+
+def seat_operations(**kwargs: Any) -> s.serializers.ListSerializer:
+    """1 to 100 seat operations, applied in order."""
+    return s.serializers.ListSerializer(
+        child=s.SeatOperationSerializer(), allow_empty=False, max_length=100, **kwargs
+    )
 
 
 class SeatsView(OperatorAPIView):
@@ -259,13 +279,16 @@ class SeatsView(OperatorAPIView):
             raise NotFound(f"No subscription with id {subscription_id!r}.")
         return Response(s.SeatsSerializer(subscription).data)
 
-    @extend_schema(responses=s.SeatsSerializer)
+    @extend_schema(responses={200: s.SeatsSerializer, **errors(404)})
     def get(self, request: Request, subscription_id: str) -> Response:
         return self._answer(subscription_id)
 
-    @extend_schema(request=s.SeatOperationSerializer(many=True), responses=s.SeatsSerializer)
+    @extend_schema(
+        request=seat_operations(),
+        responses={200: s.SeatsSerializer, **errors(404, 409)},
+    )
     def put(self, request: Request, subscription_id: str) -> Response:
-        serializer = s.SeatOperationSerializer(data=request.data, many=True, max_length=100)
+        serializer = seat_operations(data=request.data)
         if not serializer.is_valid():
             raise ValidationError(_operation_errors(serializer.errors))
         operations = [s.snake_case(dict(operation)) for operation in serializer.validated_data]
@@ -281,14 +304,16 @@ def _operation_errors(errors: Any) -> Any:
     for index, fields in items:
         if not isinstance(index, int):
             named[index] = fields  # about the whole body: not a list, too long
-            continue
-        for field, messages in (fields or {}).items():
-            named[f"operations.{index}.{field}"] = messages
+        elif isinstance(fields, list):
+            named[f"operations.{index}"] = fields  # about the whole operation: null
+        else:
+            for field, messages in (fields or {}).items():
+                named[f"operations.{index}.{field}"] = messages
     return named
 
 
 class UsageView(OperatorAPIView):
-    @extend_schema(responses=s.UsageRollupSerializer)
+    @extend_schema(responses={200: s.UsageRollupSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         rollup = metering_selectors.usage_rollup(customer_id=customer.pk)
@@ -296,7 +321,11 @@ class UsageView(OperatorAPIView):
 
     @extend_schema(
         request=s.UsageRecordInputSerializer,
-        responses={201: s.UsageRecordSerializer, 200: s.UsageRecordSerializer},
+        responses={
+            201: s.UsageRecordSerializer,
+            200: s.UsageRecordSerializer,
+            **errors(402, 403, 404, 409, 429, status_403=REFUSED_OR_FORBIDDEN),
+        },
     )
     def post(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
@@ -314,16 +343,20 @@ class UsageView(OperatorAPIView):
 class GaugeView(OperatorAPIView):
     """A gauge of the customer (storage, say): its level and limit; ``POST`` changes it."""
 
-    @extend_schema(responses=s.GaugeStateSerializer)
+    @extend_schema(responses={200: s.GaugeStateSerializer, **errors(400, 404)})
     def get(self, request: Request, user_id: str, primitive: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
-        self.parse(s.CheckInputSerializer, {"primitive": primitive})
+        primitive = self.parse(s.CheckInputSerializer, {"primitive": primitive})["primitive"]
         state = metering_selectors.gauge_state(customer_id=customer.pk, primitive=primitive)
         return Response(s.GaugeStateSerializer(state).data)
 
     @extend_schema(
         request=s.GaugeChangeInputSerializer,
-        responses={201: s.GaugeChangeSerializer, 200: s.GaugeChangeSerializer},
+        responses={
+            201: s.GaugeChangeSerializer,
+            200: s.GaugeChangeSerializer,
+            **errors(402, 403, 404, 409, 429, status_403=REFUSED_OR_FORBIDDEN),
+        },
     )
     def post(self, request: Request, user_id: str, primitive: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
@@ -347,6 +380,14 @@ class Pagination(CursorPagination):
     max_page_size = 100
     page_size_query_param = "pageSize"
 
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        # DRF checks a cursor's offset, not its position: a position the ordering field
+        # cannot take ("p=notadate") is an invalid cursor too, not a 500.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, TypeError, OverflowError):
+            raise exceptions.NotFound(self.invalid_cursor_message) from None
+
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
             {self.key: data, "next": self.get_next_link(), "previous": self.get_previous_link()}
@@ -364,7 +405,8 @@ class UsageRecordListView(OperatorAPIView):
     open period's record (``current``) leads the first page."""
 
     @extend_schema(
-        parameters=[s.UsageRecordStatusSerializer], responses=s.CycleRecordListSerializer
+        parameters=[s.UsageRecordStatusSerializer, *PAGE_PARAMETERS],
+        responses={200: s.CycleRecordListSerializer, **errors(400, 404)},
     )
     def get(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
@@ -385,7 +427,7 @@ class UsageRecordListView(OperatorAPIView):
 
 
 class UsageRecordCurrentView(OperatorAPIView):
-    @extend_schema(responses=s.CycleRecordSerializer)
+    @extend_schema(responses={200: s.CycleRecordSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         record = cycles.record_current(customer=customer)
@@ -404,13 +446,15 @@ def upcoming_answer(customer: Any) -> Response:
 class UpcomingView(OperatorAPIView):
     """The open period's charges so far and as projected to its end (read only)."""
 
-    @extend_schema(responses=s.UpcomingSerializer)
+    @extend_schema(responses={200: s.UpcomingSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         return upcoming_answer(customers_selectors.customer_get(customer_id=user_id))
 
 
 class CheckView(OperatorAPIView):
-    @extend_schema(parameters=[s.CheckInputSerializer], responses=s.CheckSerializer)
+    @extend_schema(
+        parameters=[s.CheckInputSerializer], responses={200: s.CheckSerializer, **errors(400, 404)}
+    )
     def get(self, request: Request, user_id: str) -> Response:
         customer = customers_selectors.customer_get(customer_id=user_id)
         data = self.parse(s.CheckInputSerializer, request.query_params)
@@ -436,7 +480,11 @@ class LicenseCheckView(OperatorAPIView):
 
     @extend_schema(
         parameters=[s.LicenseCheckInputSerializer],
-        responses={200: s.LicenseCheckSerializer, 204: OpenApiResponse(description="None")},
+        responses={
+            200: s.LicenseCheckSerializer,
+            204: OpenApiResponse(description="None"),
+            **errors(400),
+        },
     )
     def get(self, request: Request) -> Response:
         data = self.parse(s.LicenseCheckInputSerializer, request.query_params)

@@ -57,7 +57,10 @@ def webhook(request: HttpRequest) -> JsonResponse:
     secret = webhook_secret()
     if not secret:
         logger.error("STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks cannot be verified.")
-        return JsonResponse({"error": "not_configured"}, status=503)
+        return JsonResponse(
+            {"error": "not_configured", "message": "STRIPE_WEBHOOK_SECRET is not set."},
+            status=503,
+        )
     try:
         payload = request.body.decode("utf-8")
         event = _verify(payload, request.headers.get("Stripe-Signature", ""), secret)

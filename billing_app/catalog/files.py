@@ -17,19 +17,21 @@ left alone (the file may be a project's whole ``config.json``)::
                     "billingCadence": "P1M", "currency": "usd", "active": true,
                     "stripeMeterEvent": ""}}}}
 
-A plan's fields are those of ``POST /v1/plans``, plus ``gauges`` (limits on levels) and
-``kit`` (the plan's Account Kit defined in place: ``{key?, name?, primitives}``). Any other
+A plan's fields are those of ``POST /v1/plans`` (its product, prices, credits and trial
+too), plus ``gauges`` (limits on levels) and ``kit`` (the plan's Account Kit defined in
+place: ``{key?, name?, primitives}``); ``billing.products`` names products by key. Any other
 member is a metric, the seed contract's shorthand for a quota: a camelCase name
 (``apiCalls`` is the primitive ``api.calls``) or a primitive slug, with a limit. Metrics
 named in ``billing.gauges`` are gauges, the others counters. A field the file leaves out
 takes its default (``name`` is the key, no kit, no price, month, P1M, usd, active): the
 file is the whole truth about the plans it names. A plan the database has and the file
 does not is retired (``active`` false, never deleted: records point at it); an Account
-Kit the file does not name is left as it is.
+Kit or a product the file does not name is left as it is.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable
@@ -42,15 +44,17 @@ from django.core.validators import validate_slug
 from django.db import transaction
 
 from ..exceptions import InvalidInput
-from ..models import ENDED_STATUSES, AccountKit, Plan, Subscription
+from ..models import ENDED_STATUSES, AccountKit, Plan, PlanPrice, Product, Subscription, TrialEnd
 from ..periods import PERIODS, parse_cadence
 from ..validation import MAX_BIGINT, MAX_INT
 from . import services
 from .names import metric_primitive
-from .selectors import account_kit_list, plan_list
+from .selectors import account_kit_list, plan_list, product_list
 
 PLAN_FIELDS = (
     "name",
+    "productId",
+    "invoiceDisplayName",
     "accountKitId",
     "stripePriceId",
     "stripeMeterEvent",
@@ -62,9 +66,18 @@ PLAN_FIELDS = (
     "gauges",
     "perSeat",
     "overage",
+    "prices",
+    "minimumCommitment",
+    "creditCosts",
+    "credits",
+    "trialDays",
+    "trialEndAction",
+    "trialFallbackPlan",
     "features",
 )
 DEFAULTS: dict[str, Any] = {
+    "productId": None,
+    "invoiceDisplayName": "",
     "accountKitId": None,
     "stripePriceId": "",
     "stripeMeterEvent": "",
@@ -76,13 +89,29 @@ DEFAULTS: dict[str, Any] = {
     "gauges": {},
     "perSeat": [],
     "overage": {},
+    "prices": [],
+    "minimumCommitment": None,
+    "creditCosts": {},
+    "credits": None,
+    "trialDays": 0,
+    "trialEndAction": TrialEnd.CONVERT.value,
+    "trialFallbackPlan": None,
     "features": [],
+}
+PRICE_DEFAULTS: dict[str, Any] = {
+    "model": PlanPrice.PriceModel.PER_UNIT.value,
+    "unitAmount": None,
+    "packageSize": None,
+    "tiers": [],
+    "includedQuantity": 0,
+    "paymentTerms": PlanPrice.PaymentTerms.IN_ARREARS.value,
 }
 _PRIMITIVE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 Catalog = dict[str, dict[str, dict[str, Any]]]
-"""``{"kits": {key: kit}, "plans": {key: plan}}``, every field present, in export form."""
+"""``{"products": {key: product}, "kits": {key: kit}, "plans": {key: plan}}``, every field
+present, in export form."""
 
 
 Path = tuple[str | int, ...]
@@ -111,6 +140,8 @@ def catalog_parse(text: str, *, syntax: str = "json") -> Any:
 
         try:
             return yaml.safe_load(text)
+        except RecursionError:
+            raise InvalidInput({"file": ["Nested too deeply."]}) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
@@ -132,11 +163,21 @@ def catalog_parse(text: str, *, syntax: str = "json") -> Any:
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
         raise InvalidInput({where: [f"Not JSON: {error.msg}."]}) from None
+    except RecursionError:
+        raise InvalidInput({"file": ["Nested too deeply."]}) from None
     if duplicates:
         raise InvalidInput(
             {"file": [f"{json.dumps(key)} appears twice in one object." for key in duplicates]}
         )
     return data
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -146,7 +187,7 @@ class _Reader:
     problems: dict[str, list[str]] = field(default_factory=dict)
 
     def problem(self, path: Path, message: str) -> None:
-        self.problems.setdefault(path_of(*path), []).append(message)
+        self.problems.setdefault(path_of(*path) or "file", []).append(message)
 
     def object(self, path: Path, value: Any) -> dict[str, Any] | None:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -156,6 +197,9 @@ class _Reader:
 
     def string(self, path: Path, value: Any, *, most: int, empty: bool = True) -> Any:
         if isinstance(value, str) and len(value) <= most and (empty or value):
+            if "\x00" in value or not _encodable(value):
+                self.problem(path, "must be text: no NUL character, no lone surrogate")
+                return None
             return value
         what = "a string" if empty else "a non-empty string"
         self.problem(path, f"must be {what} of at most {most} characters")
@@ -194,6 +238,12 @@ def catalog_read(data: Any) -> Catalog:
     if billing is None:
         raise InvalidInput(reader.problems)
     gauges = _gauge_names(reader, billing.get("gauges", []))
+    products: dict[str, dict[str, Any]] = {}
+    listed = reader.object(("billing", "products"), billing.get("products", {})) or {}
+    for key, product in listed.items():
+        read_product = _read_product(reader, ("billing", "products", key), key, product)
+        if read_product is not None:
+            products[key] = read_product
     kits: dict[str, dict[str, Any]] = {}
     for key, kit in (reader.object(("billing", "kits"), billing.get("kits", {})) or {}).items():
         read = _read_kit(reader, ("billing", "kits", key), key, kit)
@@ -203,13 +253,22 @@ def catalog_read(data: Any) -> Catalog:
     if "plans" not in billing:
         reader.problem(("billing", "plans"), "is missing")
     for key, plan in (reader.object(("billing", "plans"), billing.get("plans", {})) or {}).items():
-        read = _read_plan(reader, ("billing", "plans", key), key, plan, gauges, kits)
+        read = _read_plan(reader, ("billing", "plans", key), key, plan, gauges, kits, products)
         if read is not None:
             plans[key] = read
     _check_across_plans(reader, plans)
     if reader.problems:
         raise InvalidInput(reader.problems)
-    return {"kits": kits, "plans": plans}
+    return {"products": products, "kits": kits, "plans": plans}
+
+
+def _read_product(reader: _Reader, path: Path, key: str, product: Any) -> dict[str, Any] | None:
+    _key(reader, path, key)
+    if reader.object(path, product) is None:
+        return None
+    for unknown in sorted(set(product) - {"name"}):
+        reader.problem((*path, unknown), "is not a field of a product (name)")
+    return {"name": reader.string((*path, "name"), product.get("name", key), most=200, empty=False)}
 
 
 def _gauge_names(reader: _Reader, value: Any) -> set[str]:
@@ -265,12 +324,18 @@ def _read_kit(
 
 
 def _key(reader: _Reader, path: Path, key: str) -> None:
-    try:
-        if not 0 < len(key) <= 64:
-            raise ValidationError("length")
-        validate_slug(key)
-    except ValidationError:
+    if not _is_key(key):
         reader.problem(path, "is not a key: a slug of letters, digits, '-' or '_', at most 64")
+
+
+def _is_key(value: Any) -> bool:
+    try:
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise ValidationError("not a short string")
+        validate_slug(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _read_plan(
@@ -280,12 +345,13 @@ def _read_plan(
     plan: Any,
     gauge_names: set[str],
     kits: dict[str, dict[str, Any]],
+    products: dict[str, dict[str, Any]],
 ) -> dict[str, Any] | None:
     _key(reader, path, key)
     if reader.object(path, plan) is None:
         return None
     read: dict[str, Any] = {"name": key, **DEFAULTS}
-    for name in ("quotas", "gauges", "perSeat", "overage", "features"):
+    for name in ("quotas", "gauges", "perSeat", "overage", "prices", "creditCosts", "features"):
         read[name] = type(DEFAULTS[name])()
     where: dict[str, Path] = {}  # primitive -> where it was given, to name a second mention
     for member, value in plan.items():
@@ -293,7 +359,15 @@ def _read_plan(
         if member in PLAN_FIELDS or member == "kit":
             continue
         primitive = _metric(member)
-        if primitive is None:
+        field_like = difflib.get_close_matches(member, [*PLAN_FIELDS, "kit"], n=1, cutoff=0.8)
+        if field_like:
+            # A misspelt field would otherwise become a quota on a primitive of its name.
+            reader.problem(
+                at,
+                f"is not a plan field: did you mean {field_like[0]}? (A metric of this name "
+                "goes in quotas or gauges.)",
+            )
+        elif primitive is None:
             reader.problem(
                 at,
                 "is neither a plan field nor a metric (a camelCase name such as apiCalls, or "
@@ -361,9 +435,119 @@ def _read_plan(
     if "features" in plan:
         read["features"] = reader.slugs((*path, "features"), plan["features"], _feature(reader))
     read["accountKitId"] = _plan_kit(reader, path, key, plan, kits)
-    for name in ("quotas", "gauges", "overage"):
+    _read_commercial_terms(reader, path, key, plan, read, products)
+    for name in ("quotas", "gauges", "overage", "creditCosts"):
         read[name] = dict(sorted(read[name].items()))
     return {name: read[name] for name in PLAN_FIELDS}
+
+
+def _read_commercial_terms(
+    reader: _Reader,
+    path: Path,
+    key: str,
+    plan: dict[str, Any],
+    read: dict[str, Any],
+    products: dict[str, dict[str, Any]],
+) -> None:
+    """The product, prices, credits and trial of a plan. Their shapes and amounts are
+    checked here; the rules between them (a tiered price's tiers ascend, a primitive is
+    priced once) by the catalog's services when the file is applied, under the same paths."""
+    if "productId" in plan:
+        product = plan["productId"]
+        known = _is_key(product) and (
+            product in products or Product.objects.filter(key=product).exists()
+        )
+        if product is None or known:
+            read["productId"] = product
+        else:
+            reader.problem(
+                (*path, "productId"), f"no product {product!r} in the file or the database"
+            )
+    if "invoiceDisplayName" in plan:
+        read["invoiceDisplayName"] = reader.string(
+            (*path, "invoiceDisplayName"), plan["invoiceDisplayName"], most=200
+        )
+    if "prices" in plan:
+        listed = plan["prices"]
+        if not isinstance(listed, list):
+            reader.problem((*path, "prices"), "must be a list")
+            listed = []
+        prices = [_read_price(reader, (*path, "prices", i), p) for i, p in enumerate(listed)]
+        read["prices"] = sorted(
+            (price for price in prices if price is not None and price["primitive"]),
+            key=lambda price: price["primitive"],
+        )
+    if plan.get("minimumCommitment") is not None:
+        read["minimumCommitment"] = _price(
+            reader, (*path, "minimumCommitment"), plan["minimumCommitment"]
+        )
+    if "creditCosts" in plan:
+        costs = reader.object((*path, "creditCosts"), plan["creditCosts"]) or {}
+        for primitive, cost in costs.items():
+            at = (*path, "creditCosts", primitive)
+            if reader.primitive(at, primitive) and reader.count(at, cost) is not None:
+                read["creditCosts"][primitive] = cost
+    if plan.get("credits") is not None:
+        credits = reader.object((*path, "credits"), plan["credits"]) or {}
+        for unknown in sorted(set(credits) - {"perPeriod", "rolloverCap", "rolloverDays"}):
+            reader.problem(
+                (*path, "credits", unknown), "is not perPeriod, rolloverCap or rolloverDays"
+            )
+        read["credits"] = {
+            "perPeriod": reader.count((*path, "credits", "perPeriod"), credits.get("perPeriod", 0)),
+            "rolloverCap": reader.count(
+                (*path, "credits", "rolloverCap"), credits.get("rolloverCap", 0)
+            ),
+            "rolloverDays": None,
+        }
+        if credits.get("rolloverDays") is not None:
+            read["credits"]["rolloverDays"] = reader.count(
+                (*path, "credits", "rolloverDays"), credits["rolloverDays"], most=3660
+            )
+    if "trialDays" in plan:
+        read["trialDays"] = reader.count((*path, "trialDays"), plan["trialDays"], most=730)
+    if "trialEndAction" in plan:
+        if plan["trialEndAction"] in TrialEnd.values:
+            read["trialEndAction"] = plan["trialEndAction"]
+        else:
+            reader.problem(
+                (*path, "trialEndAction"), f"must be one of {', '.join(TrialEnd.values)}"
+            )
+    if plan.get("trialFallbackPlan") is not None:
+        fallback = plan["trialFallbackPlan"]
+        if fallback == key or not _is_key(fallback):
+            reader.problem((*path, "trialFallbackPlan"), "must be the key of another plan")
+        else:
+            read["trialFallbackPlan"] = fallback
+
+
+def _read_price(reader: _Reader, path: Path, price: Any) -> dict[str, Any] | None:
+    """A price in export form: every field present, amounts as normalized decimals."""
+    if reader.object(path, price) is None:
+        return None
+    for unknown in sorted(set(price) - {"primitive", *PRICE_DEFAULTS}):
+        reader.problem((*path, unknown), f"is not a field of a price ({', '.join(PRICE_DEFAULTS)})")
+    read = {"primitive": reader.primitive((*path, "primitive"), price.get("primitive"))}
+    read.update({name: price.get(name, default) for name, default in PRICE_DEFAULTS.items()})
+    if read["unitAmount"] is not None:
+        read["unitAmount"] = _price(reader, (*path, "unitAmount"), read["unitAmount"])
+    if not isinstance(read["tiers"], list):
+        reader.problem((*path, "tiers"), "must be a list of {upTo, unitAmount, flatAmount}")
+        return None
+    tiers = []
+    for index, tier in enumerate(read["tiers"]):
+        at = (*path, "tiers", index)
+        if reader.object(at, tier) is None:
+            continue
+        for unknown in sorted(set(tier) - {"upTo", "unitAmount", "flatAmount"}):
+            reader.problem((*at, unknown), "is not upTo, unitAmount or flatAmount")
+        amounts = {
+            name: None if tier.get(name) is None else _price(reader, (*at, name), tier[name])
+            for name in ("unitAmount", "flatAmount")
+        }
+        tiers.append({"upTo": tier.get("upTo"), **amounts})
+    read["tiers"] = tiers
+    return read
 
 
 def _limit(
@@ -455,9 +639,9 @@ def _plan_kit(
         kits[kit_key] = read
         return kit_key
     kit_key = plan.get("accountKitId")
-    if kit_key is None or kit_key in kits:
+    if kit_key is None or (isinstance(kit_key, str) and kit_key in kits):
         return kit_key
-    if not isinstance(kit_key, str) or not AccountKit.objects.filter(key=kit_key).exists():
+    if not _is_key(kit_key) or not AccountKit.objects.filter(key=kit_key).exists():
         reader.problem(
             (*path, "accountKitId"), f"no Account Kit {kit_key!r} in the file or the database"
         )
@@ -492,7 +676,8 @@ def _check_across_plans(reader: _Reader, plans: dict[str, dict[str, Any]]) -> No
 
 
 def catalog_current() -> Catalog:
-    """The database's catalog, every kit and plan, in the file's (export) form."""
+    """The database's catalog, every product, kit and plan, in the file's (export) form."""
+    products = {product.key: {"name": product.name} for product in product_list().order_by("key")}
     kits = {
         kit.key: {
             "name": kit.name,
@@ -505,8 +690,11 @@ def catalog_current() -> Catalog:
     plans = {}
     for plan in plan_list().order_by("key"):
         quotas = sorted(plan.quotas.all(), key=lambda q: q.primitive)
+        credits = getattr(plan, "credits", None)
         plans[plan.key] = {
             "name": plan.name,
+            "productId": plan.product.key if plan.product else None,
+            "invoiceDisplayName": plan.invoice_display_name,
             "accountKitId": plan.account_kit.key if plan.account_kit else None,
             "stripePriceId": plan.stripe_price_id,
             "stripeMeterEvent": plan.stripe_meter_event,
@@ -522,9 +710,45 @@ def catalog_current() -> Catalog:
                 for q in quotas
                 if q.overage == "bill" and q.overage_unit_price is not None
             },
+            "prices": [_price_export(price) for price in plan.prices.all()],
+            "minimumCommitment": _decimal_or_none(plan.minimum_commitment),
+            "creditCosts": {cost.primitive: cost.credits for cost in plan.credit_costs.all()},
+            "credits": None
+            if credits is None
+            else {
+                "perPeriod": credits.per_period,
+                "rolloverCap": credits.rollover_cap,
+                "rolloverDays": credits.rollover_days,
+            },
+            "trialDays": plan.trial_days,
+            "trialEndAction": plan.trial_end_action,
+            "trialFallbackPlan": plan.trial_fallback_plan.key if plan.trial_fallback_plan else None,
             "features": sorted(f.feature for f in plan.features.all()),
         }
-    return {"kits": kits, "plans": plans}
+    return {"products": products, "kits": kits, "plans": plans}
+
+
+def _decimal_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else _decimal(value)
+
+
+def _price_export(price: PlanPrice) -> dict[str, Any]:
+    return {
+        "primitive": price.primitive,
+        "model": price.model,
+        "unitAmount": _decimal_or_none(price.unit_amount),
+        "packageSize": price.package_size,
+        "tiers": [
+            {
+                "upTo": tier["up_to"],
+                "unitAmount": tier["unit_amount"],
+                "flatAmount": tier.get("flat_amount"),
+            }
+            for tier in price.tiers
+        ],
+        "includedQuantity": price.included_quantity,
+        "paymentTerms": price.payment_terms,
+    }
 
 
 def catalog_export() -> dict[str, Any]:
@@ -548,7 +772,7 @@ class Change:
     """One kit or plan to create, update or retire, and its fields' moves
     (path, before, after)."""
 
-    kind: str  # "kit" | "plan"
+    kind: str  # "product" | "kit" | "plan"
     key: str
     action: str  # "create" | "update" | "retire"
     fields: tuple[tuple[str, Any, Any], ...] = ()
@@ -559,13 +783,15 @@ class Change:
     def needs_prune(self) -> bool:
         return self.customers > 0
 
-    def lines(self) -> list[str]:
+    def lines(self, *, prune: bool = False) -> list[str]:
         mark = {"create": "+", "update": "~", "retire": "-"}[self.action]
         head = f"{mark} {self.kind} {self.key}"
         if self.action == "retire" and not self.fields:
             head += ": not in the file, retired (active: false)"
         if self.customers:
-            head += f" [{self.customers} live subscription(s) on it: needs --prune]"
+            head += f" [{self.customers} live subscription(s) on it: " + (
+                "their customers keep it]" if prune else "needs --prune]"
+            )
         return [head] + [
             f"    {name}: {_show(before)} -> {_show(after)}"
             if self.action != "create"
@@ -579,17 +805,35 @@ def _show(value: Any) -> str:
 
 
 def catalog_diff(desired: Catalog, current: Catalog | None = None) -> list[Change]:
-    """What applying ``desired`` would change in the database, kits first. Reads only."""
+    """What applying ``desired`` would change in the database: products, kits, then the
+    plans, each plan after the plan its trial falls back to. Reads only."""
     current = catalog_current() if current is None else current
     changes = []
-    for key, kit in sorted(desired["kits"].items()):
-        changes.extend(_compare("kit", key, current["kits"].get(key), kit))
-    for key, plan in sorted(desired["plans"].items()):
-        changes.extend(_compare("plan", key, current["plans"].get(key), plan))
+    for kind in ("product", "kit"):
+        for key, item in sorted(desired[f"{kind}s"].items()):
+            changes.extend(_compare(kind, key, current[f"{kind}s"].get(key), item))
+    for key in _fallbacks_first(desired["plans"]):
+        changes.extend(_compare("plan", key, current["plans"].get(key), desired["plans"][key]))
     for key, plan in sorted(current["plans"].items()):
         if key not in desired["plans"] and plan["active"]:
             changes.append(Change("plan", key, "retire", customers=_live_on(key)))
     return changes
+
+
+def _fallbacks_first(plans: dict[str, dict[str, Any]]) -> list[str]:
+    """The plans' keys in order, each plan after the file's plan its trial falls back to."""
+    ordered: list[str] = []
+
+    def visit(key: str, seen: tuple[str, ...]) -> None:
+        fallback = plans[key]["trialFallbackPlan"]
+        if fallback in plans and fallback not in seen:
+            visit(fallback, (*seen, key))
+        if key not in ordered:
+            ordered.append(key)
+
+    for key in sorted(plans):
+        visit(key, ())
+    return ordered
 
 
 def _compare(kind: str, key: str, before: Any, after: dict[str, Any]) -> list[Change]:
@@ -627,7 +871,7 @@ def catalog_apply(desired: Catalog, *, prune: bool = False, dry_run: bool = Fals
         refused = {
             path_of("billing", "plans", change.key): [
                 f"{change.customers} live subscription(s) are on plan {change.key!r}: pass "
-                "prune to retire it."
+                "--prune to retire it (its customers keep it), or name it in the file."
             ]
             for change in changes
             if change.needs_prune and not prune
@@ -644,7 +888,9 @@ def catalog_apply(desired: Catalog, *, prune: bool = False, dry_run: bool = Fals
 def _apply(change: Change, desired: Catalog) -> None:
     where = ("billing", f"{change.kind}s", change.key)
     try:
-        if change.kind == "kit":
+        if change.kind == "product":
+            services.product_upsert(key=change.key, name=desired["products"][change.key]["name"])
+        elif change.kind == "kit":
             kit = desired["kits"][change.key]
             services.account_kit_upsert(
                 key=change.key,
@@ -671,16 +917,41 @@ def _apply(change: Change, desired: Catalog) -> None:
                 per_seat=plan["perSeat"],
                 overage={p: Decimal(price) for p, price in plan["overage"].items()},
                 features=plan["features"],
+                product_id=plan["productId"],
+                invoice_display_name=plan["invoiceDisplayName"],
+                prices=[_snake(price) for price in plan["prices"]],
+                minimum_commitment=plan["minimumCommitment"],
+                credit_costs=plan["creditCosts"],
+                credits=None if plan["credits"] is None else _snake(plan["credits"]),
+                trial_days=plan["trialDays"],
+                trial_end_action=plan["trialEndAction"],
+                trial_fallback_plan=plan["trialFallbackPlan"],
             )
     except InvalidInput as error:
         raise InvalidInput(
-            {path_of(*where, _camel(name)): messages for name, messages in error.fields.items()}
+            {path_of(*where, *_parts(name)): messages for name, messages in error.fields.items()}
         ) from None
+
+
+def _parts(field: str) -> list[str | int]:
+    """A service's field (``prices.0.unit_amount``) as parts of a path in the file
+    (``prices``, 0, ``unitAmount``)."""
+    return [int(part) if part.isdigit() else _camel(part) for part in field.split(".")]
 
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _snake(data: dict[str, Any]) -> dict[str, Any]:
+    """A file's object as a service takes it: snake_case keys, tiers too."""
+    return {
+        re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): [_snake(tier) for tier in value]
+        if name == "tiers"
+        else value
+        for name, value in data.items()
+    }
 
 
 def catalog_file_errors(error: InvalidInput) -> list[str]:

@@ -29,12 +29,21 @@ def metric_primitive(name: str) -> str | None:
 
 
 def metric_names(primitives: list[str]) -> dict[str, str]:
-    """Each primitive's metric name, when that name is the primitive's alone; the slug
-    itself when two primitives would share one (``email.send`` and ``email_send``)."""
-    names: dict[str, list[str]] = {}
+    """Each primitive's metric name, when its keys in ``/billing/usage`` (the name and the
+    name + ``Limit``) are the primitive's alone; the slug itself when two primitives would
+    share a key (``email.send`` and ``email_send``; ``email`` and ``email.limit``, whose
+    ``emailLimit`` is also ``email``'s limit)."""
+    owners: dict[str, set[str]] = {}
     for primitive in primitives:
-        names.setdefault(metric_name(primitive), []).append(primitive)
+        name = metric_name(primitive)
+        for key in (name, name + "Limit"):
+            owners.setdefault(key, set()).add(primitive)
+
+    def alone(primitive: str) -> bool:
+        name = metric_name(primitive)
+        return owners[name] == owners[name + "Limit"] == {primitive}
+
     return {
-        primitive: metric_name(primitive) if len(names[metric_name(primitive)]) == 1 else primitive
+        primitive: metric_name(primitive) if alone(primitive) else primitive
         for primitive in primitives
     }

@@ -44,7 +44,9 @@ PaymentTerms = PlanPrice.PaymentTerms
 def account_kit_get(*, ref: str | int) -> AccountKit:
     """A kit by id or by key, for arguments that accept either."""
     text = str(ref)
-    lookup = {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    lookup: dict[str, int | str] = (
+        {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    )
     try:
         return AccountKit.objects.get(**lookup)
     except (AccountKit.DoesNotExist, ValueError, OverflowError):
@@ -85,7 +87,9 @@ def account_kit_upsert(
 def product_get(*, ref: str | int) -> Product:
     """A product by id or by key."""
     text = str(ref)
-    lookup = {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    lookup: dict[str, Any] = (
+        {"pk": int(text)} if text.isascii() and text.isdigit() else {"key": text}
+    )
     try:
         return Product.objects.get(**lookup)
     except (Product.DoesNotExist, ValueError, OverflowError):
@@ -156,7 +160,9 @@ def plan_upsert(
     """
     changes: dict[str, Any] = {"name": name}
     if product_id is not UNSET:
-        changes["product"] = None if product_id in (None, "") else product_get(ref=product_id)
+        changes["product"] = (
+            None if product_id is None or product_id == "" else product_get(ref=product_id)
+        )
     if invoice_display_name is not UNSET:
         changes["invoice_display_name"] = invoice_display_name or ""
     if minimum_commitment is not UNSET:
@@ -198,7 +204,9 @@ def plan_upsert(
         changes["stripe_meter_event"] = stripe_meter_event or ""
     if account_kit_id is not UNSET:
         changes["account_kit"] = (
-            None if account_kit_id in (None, "") else account_kit_get(ref=account_kit_id)
+            None
+            if account_kit_id is None or account_kit_id == ""
+            else account_kit_get(ref=account_kit_id)
         )
     if stripe_price_id is not UNSET:
         changes["stripe_price_id"] = stripe_price_id or ""
@@ -245,8 +253,9 @@ def plan_upsert(
             raise invalid("gauges", f"{', '.join(both)}: a quota or a gauge, not both.")
     if per_seat is not UNSET:
         per_seat = {check_primitive("per_seat", primitive) for primitive in per_seat}
-    if features is not UNSET:
-        features = {check_feature("features", feature) for feature in features}
+    wanted_features = (
+        None if features is UNSET else {check_feature("features", feature) for feature in features}
+    )
     if overage is not UNSET:
         overage = {
             check_primitive("overage", primitive): _unit_price(primitive, price)
@@ -259,7 +268,7 @@ def plan_upsert(
             )
             for primitive, cost in credit_costs.items()
         }
-    if credits not in (UNSET, None):
+    if credits is not UNSET and credits is not None:
         credits = _plan_credits(credits)
 
     plan = Plan.objects.select_for_update().filter(key=key).first()
@@ -300,9 +309,10 @@ def plan_upsert(
             quota.overage = PlanQuota.Overage.BLOCK if price is None else PlanQuota.Overage.BILL
             quota.overage_unit_price = price
             quota.save(update_fields=["overage", "overage_unit_price"])
-    if features is not UNSET:
-        plan.features.exclude(feature__in=features).delete()
-        for feature in sorted(features - set(plan.features.values_list("feature", flat=True))):
+    if wanted_features is not None:
+        plan.features.exclude(feature__in=wanted_features).delete()
+        held = set(plan.features.values_list("feature", flat=True))
+        for feature in sorted(wanted_features - held):
             PlanFeature.objects.create(plan=plan, feature=feature)
     if credit_costs is not UNSET:
         plan.credit_costs.exclude(primitive__in=credit_costs).delete()

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from ..conf import customer_is_user, customer_model
@@ -48,7 +48,8 @@ def _user_create(email: str) -> Any:
     User = get_user_model()
     email_field = User.get_email_field_name()
     for name in {email_field, User.USERNAME_FIELD}:
-        max_length = User._meta.get_field(name).max_length
+        field = User._meta.get_field(name)
+        max_length = field.max_length if isinstance(field, models.Field) else None
         if max_length and len(email) > max_length:
             raise invalid("email", f"An email may have at most {max_length} characters.")
     if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():

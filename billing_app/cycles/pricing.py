@@ -22,15 +22,20 @@ period's own usage) up to it with one more line.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any, Protocol
+
+from ..validation import MAX_BIGINT
 
 ZERO = Decimal(0)
 PLACES = Decimal("1e-12")
+# Exact for every amount a price can make: up to 2^63 units (19 digits) at up to 10^12 minor
+# units with 12 decimals (24 digits). Python's default of 28 digits would round them, and
+# refuse to quantize the largest.
+MONEY = Context(prec=80)
 MINIMUM = "minimum"
 
 
@@ -60,7 +65,8 @@ class Line:
 
     @property
     def amount(self) -> Decimal:
-        return self.quantity * self.unit_amount
+        with localcontext(MONEY):
+            return self.quantity * self.unit_amount
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -89,12 +95,19 @@ class Charges:
 
     @property
     def total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), ZERO)
+        return total_of(self.lines)
+
+
+def total_of(lines: Iterable[Line]) -> Decimal:
+    """The sum of the lines' amounts, exact."""
+    with localcontext(MONEY):
+        return sum((line.amount for line in lines), ZERO)
 
 
 def decimal_text(value: Decimal) -> str:
     """``Decimal("0.200000000000")`` -> ``"0.2"``; never an exponent."""
-    text = f"{value.quantize(PLACES).normalize():f}"
+    with localcontext(MONEY):
+        text = f"{value.quantize(PLACES).normalize():f}"
     return "0" if text in ("-0", "") else text
 
 
@@ -119,7 +132,7 @@ def price_lines(price: Price, quantity: int) -> list[Line]:
         return [Line(primitive, "units", f"{quantity} units", quantity, unit)]
     if price.model == "package":
         size = int(price.package_size or 1)
-        packages = math.ceil(quantity / size)
+        packages = -(-quantity // size)  # every started package, in integers
         unit = Decimal(price.unit_amount or 0)
         return [
             Line(
@@ -222,18 +235,21 @@ def late_line(price: Price, *, billed: int, late: int, label: str, line: str) ->
     """What ``late`` more units (negative: refunded) add to a period in which ``billed``
     units were already charged, at that period's price: the difference of the two totals,
     as one line. None when it adds nothing."""
-    before = sum((x.amount for x in arrears_lines(price, billed)), ZERO)
-    after = sum((x.amount for x in arrears_lines(price, billed + late)), ZERO)
+    before = total_of(arrears_lines(price, billed))
+    after = total_of(arrears_lines(price, billed + late))
     if after == before:
         return None
-    return Line(price.primitive, line, f"{late} units reported late for {label}", 1, after - before)
+    with localcontext(MONEY):
+        difference = after - before
+    return Line(price.primitive, line, f"{late} units reported late for {label}", 1, difference)
 
 
 def minimum_line(total: Decimal, minimum: Decimal | None) -> Line | None:
     """The top-up of a period whose charges come to ``total``, short of ``minimum``."""
     if minimum is None or total >= minimum:
         return None
-    return Line("", MINIMUM, "minimum commitment top-up", 1, minimum - total)
+    with localcontext(MONEY):
+        return Line("", MINIMUM, "minimum commitment top-up", 1, minimum - total)
 
 
 def period_charges(
@@ -252,11 +268,17 @@ def period_charges(
     return Charges([*lines, top_up] if top_up else lines)
 
 
+# A projection takes the usage so far as at least a day's: the first calls of a period,
+# seconds after it opened, would otherwise project millions of times their number.
+SHORTEST_BASIS = timedelta(days=1)
+
+
 def projected(used: int, *, elapsed: timedelta, length: timedelta) -> int:
     """``used`` so far, extrapolated linearly over the whole period: ``used x length /
-    elapsed``, to the nearest unit (halves up)."""
+    elapsed``, to the nearest unit (halves up), with ``elapsed`` taken as at least a day
+    (``SHORTEST_BASIS``); at most 2^63 - 1."""
     if elapsed <= timedelta(0) or elapsed >= length:
         return used
     step = timedelta(microseconds=1)
-    whole, part = length // step, elapsed // step
-    return (2 * used * whole + part) // (2 * part)
+    whole, part = length // step, min(max(elapsed, SHORTEST_BASIS), length) // step
+    return min((2 * used * whole + part) // (2 * part), MAX_BIGINT)

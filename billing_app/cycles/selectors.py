@@ -31,14 +31,15 @@ from ..models import (
 from ..periods import cycle_window
 from .pricing import (
     MINIMUM,
+    MONEY,
     PLACES,
-    ZERO,
     Charges,
     Line,
     advance_lines,
     late_line,
     period_charges,
     projected,
+    total_of,
 )
 
 Usage = dict[str, dict[str, Any]]
@@ -330,7 +331,8 @@ def minimum_of(period: BillingPeriod, subscription: Subscription | None = None) 
     covered, full = (period.end - period.start) // step, (cycle.end - cycle.start) // step
     if covered >= full:
         return plan.minimum_commitment
-    return (plan.minimum_commitment * covered / full).quantize(PLACES)
+    with localcontext(MONEY):
+        return (plan.minimum_commitment * covered / full).quantize(PLACES)
 
 
 def advance_of(period: BillingPeriod, subscription: Subscription | None = None) -> list[Line]:
@@ -430,11 +432,11 @@ class Upcoming:
 
     @property
     def so_far_total(self) -> Decimal:
-        return sum((line.amount for line in self.so_far), ZERO)
+        return total_of(self.so_far)
 
     @property
     def projection_total(self) -> Decimal:
-        return sum((line.amount for line in self.projection), ZERO)
+        return total_of(self.projection)
 
 
 def upcoming(*, customer: Any, at: datetime | None = None) -> Upcoming | None:

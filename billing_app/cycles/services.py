@@ -123,8 +123,8 @@ def overage_charges(record: UsageRecord) -> list[OutboxMessage]:
     for primitive, entry in record.usage.items():
         over[(record.pk, primitive)] = entry.get("overage", 0)
     for adjustment in record.adjustments:
-        key = (adjustment["periodId"], adjustment["primitive"])
-        over[key] = over.get(key, 0) + adjustment["overage"]
+        of = (adjustment["periodId"], adjustment["primitive"])
+        over[of] = over.get(of, 0) + adjustment["overage"]
     periods = {
         period.pk: period
         for period in BillingPeriod.objects.filter(pk__in={pk for pk, _ in over}).select_related(

@@ -20,8 +20,17 @@ from .ledger import Reservation
 from .services import usage_alert, usage_refund, usage_reserve
 
 Quantity = int | Callable[[Any], int]
-# Methods that do no work of their own: a preflight or a HEAD costs nothing.
-UNMETERED_METHODS = frozenset({"OPTIONS", "HEAD"})
+
+
+def method_is_metered(view_class: Any, method: str | None) -> bool:
+    """Whether a request of ``method`` to a view runs the view's own code, and so is
+    metered. Every method does (a HEAD runs the GET handler and drops the body) but an
+    OPTIONS that a class-based view answers with Django's or DRF's own ``options()``: the
+    allowed methods, no handler. A function view runs its body for any method."""
+    if method != "OPTIONS" or view_class is None:
+        return True
+    options = getattr(view_class, "options", None)
+    return getattr(options, "__module__", "").split(".")[0] not in ("django", "rest_framework")
 
 
 @dataclass

@@ -46,7 +46,7 @@ from ..models import (
     Subscription,
 )
 from ..outbox import services as outbox
-from ..validation import check_count, full_clean, invalid
+from ..validation import MAX_BIGINT, check_count, full_clean, invalid
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def credits_grant(
         known = CreditGrant.objects.filter(source=source, source_ref=source_ref).first()
         if known is not None:
             return known
+    if amount > _room(customer_id):
+        raise invalid("amount", "The balance cannot hold that many more credits.")
     grant = CreditGrant.objects.create(
         customer_id=customer_id,
         amount=amount,
@@ -171,6 +173,16 @@ def _draw_order(grant: CreditGrant) -> tuple[Any, ...]:
 
 def balance_of(*, customer_id: Any) -> int:
     return credits_state(customer_id=customer_id).balance
+
+
+def _room(customer_id: Any) -> int:
+    """How many more credits may be granted: the live grants' amounts bound the balance
+    and what is granted, whose columns hold at most 2^63 - 1. Summed here, not in SQL,
+    whose SUM would overflow first."""
+    live = CreditGrant.objects.filter(
+        customer_id=customer_id, state__in=[State.PENDING, State.ACTIVE]
+    ).values_list("amount", flat=True)
+    return max(0, MAX_BIGINT - sum(live))
 
 
 def _balance_locked(customer_id: Any) -> CreditBalance:
@@ -332,9 +344,13 @@ def _plan_grant_missing(customer_id: Any, at: datetime) -> CreditGrant | None:
     ref = f"period:{period.pk}"
     if CreditGrant.objects.filter(source=Source.PLAN, source_ref=ref).exists():
         return None
+    # As much of the period's credits as the balance can hold (all of it, short of 2^63).
+    amount = min(config.per_period, _room(customer_id))
+    if not amount:
+        return None
     return CreditGrant(
         customer_id=customer_id,
-        amount=config.per_period,
+        amount=amount,
         priority=100,
         effective_at=period.start,
         expires_at=period.end,

@@ -683,14 +683,18 @@ def ingest(
         if overage:
             _spend_add(cursor, [items[i] for i in to_write], after, overage)
     results: list[tuple[str, int]] = []
-    first = {markers[i]: (ids[i], items[i].fingerprint) for i in to_write if markers[i]}
+    first = {
+        marker: (ids[i], items[i].fingerprint)
+        for i in to_write
+        if (marker := markers[i]) is not None
+    }
     unknown = {m for m in markers if m is not None and m not in first}
     first.update(_known_keys(unknown))
-    for index, item in enumerate(items):
-        if index in ids:
+    for index, (item, marker) in enumerate(zip(items, markers, strict=True)):
+        if marker is None or index in ids:  # an event without a key is always written
             results.append(("created", ids[index]))
         else:
-            event_id, first_fingerprint = first[markers[index]]
+            event_id, first_fingerprint = first[marker]
             same = first_fingerprint == item.fingerprint
             results.append(("duplicate" if same else "conflict", event_id))
     return results, after
@@ -840,6 +844,9 @@ def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Wi
         totals[key] = totals.get(key, 0) + item.quantity
     if not totals:
         return {}
+    full = InvalidInput({"events": ["A counter cannot hold that much more usage."]})
+    if max(totals.values()) > MAX_BIGINT:
+        raise full
     adapt = connection.ops.adapt_datetimefield_value
     table = _tables()["counters"]
     # Sorted, so concurrent batches lock shared counter rows in the same order.
@@ -852,22 +859,24 @@ def _counters_add(cursor: Any, items: Iterable[Item]) -> dict[tuple[Any, str, Wi
             for (c, p, w), used in ordered
         ],
     )
-    try:
-        cursor.execute(
-            f"INSERT INTO {table} AS c (customer_id, primitive, window_start, window_end, used) "
-            f"{source} ON CONFLICT (customer_id, primitive, window_start) DO UPDATE "
-            "SET used = c.used + excluded.used "
-            "RETURNING customer_id, primitive, window_start, used",
-            params,
-        )
-    except DataError:
-        raise InvalidInput({"events": ["A counter cannot hold that much more usage."]}) from None
+    # A counter the batch would take past its column's range is left as it is (SQLite would
+    # turn the sum into a float, PostgreSQL fail): it returns no row, and the batch fails.
+    cursor.execute(
+        f"INSERT INTO {table} AS c (customer_id, primitive, window_start, window_end, used) "
+        f"{source} ON CONFLICT (customer_id, primitive, window_start) DO UPDATE "
+        f"SET used = c.used + excluded.used WHERE c.used <= {MAX_BIGINT} - excluded.used "
+        "RETURNING customer_id, primitive, window_start, used",
+        params,
+    )
+    rows = cursor.fetchall()
+    if len(rows) < len(totals):
+        raise full
     by_start = {(str(customer_db_value(c)), p, w.start): (c, p, w) for (c, p, w) in totals}
     after = {}
-    for c, p, start, used in cursor.fetchall():
-        key = by_start.get((str(c), p, as_aware(start)))
-        if key is not None:
-            after[key] = used
+    for c, p, start, used in rows:
+        counter = by_start.get((str(c), p, as_aware(start)))
+        if counter is not None:
+            after[counter] = used
     return after
 
 

@@ -34,8 +34,9 @@ from ..exceptions import (
     SubscriptionInactive,
 )
 from ..periods import Window, minute_window
+from ..validation import MAX_BIGINT
 from . import alerts, ledger, levels
-from .credits import credits_auto_top_up, credits_refresh
+from .credits import balance_of, credits_auto_top_up, credits_refresh
 from .ledger import Outcome, Reservation
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -92,6 +93,15 @@ def usage_reserve(
         window = entitlement.window(at)
         quota = entitlement.quota(primitive, window)
         cost = entitlement.credit_costs.get(primitive) if enforce else None
+        if cost is not None and cost * quantity > MAX_BIGINT:
+            # More than any balance can hold: refused as the balance would refuse it.
+            balance = balance_of(customer_id=customer_id)
+            raise InsufficientCredits(
+                f"{quantity} {primitive} costs {cost * quantity} credits; {balance} are left.",
+                primitive=primitive,
+                balance=balance,
+                cost=cost * quantity,
+            )
         attempt = ledger.reserve(
             ledger.Request(
                 customer_id=customer_id,
@@ -285,10 +295,15 @@ def usage_record(
     )
 
 
+def _days(span: timedelta) -> str:
+    """``35 days``; a span of part of a day as ``timedelta`` prints it."""
+    return f"{span.days} days" if span == timedelta(days=span.days) else str(span)
+
+
 def check_timestamp(field: str, at: datetime, *, now: datetime) -> datetime:
     if at < now - billing_settings.LATE_USAGE_WINDOW:
         raise InvalidInput(
-            {field: [f"Usage older than {billing_settings.LATE_USAGE_WINDOW} is refused."]}
+            {field: [f"Usage older than {_days(billing_settings.LATE_USAGE_WINDOW)} is refused."]}
         )
     if at > now + FUTURE_TOLERANCE:
         raise InvalidInput({field: ["Usage may not be more than 5 minutes ahead."]})
@@ -302,13 +317,17 @@ class Check:
     limit: int | None
     used: int
     remaining: int | None
-    resets_at: datetime
+    resets_at: datetime | None  # None: a gauge's level, which no window resets
 
 
 def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check:
-    """Would a call of ``quantity`` be admitted now? Consumes nothing."""
+    """Would a call of ``quantity`` be admitted now (for a gauge: an increase of
+    ``quantity``)? Consumes nothing."""
     now = timezone.now()
     entitlement = entitlement_for(customer_id=customer_id, fresh=True)
+    gauge = entitlement.gauge(primitive)
+    if gauge is not None:
+        return _gauge_check(entitlement, customer_id, primitive, quantity, gauge, now)
     window = entitlement.window(now)
     used = ledger.used_in(customer_id=customer_id, primitive=primitive, window=window)
     quota = entitlement.quota(primitive, window)
@@ -330,6 +349,21 @@ def usage_check(*, customer_id: Any, primitive: str, quantity: int = 1) -> Check
         if units and spent + units * quota.price > entitlement.spend_cap:
             reason = SpendCapReached.code
     return Check(reason is None, reason, limit, used, remaining, window.end)
+
+
+def _gauge_check(
+    entitlement: Any, customer_id: Any, primitive: str, quantity: int, gauge: Any, now: Any
+) -> Check:
+    level = levels.level_of(customer_id, primitive)
+    remaining = max(0, gauge.limit - level)
+    reason = None
+    try:
+        admit(entitlement, primitive=primitive, at=now)
+    except CallRefused as refused:
+        reason = refused.code
+    if reason is None and not gauge.billed and quantity > remaining:
+        reason = QuotaExceeded.code
+    return Check(reason is None, reason, gauge.limit, level, remaining, None)
 
 
 def _calls_this_minute(customer_id: Any, primitive: str) -> int:
@@ -408,9 +442,9 @@ def usage_ingest(*, events: list[Any]) -> list[dict[str, Any]]:
             )
     results = []
     answers = iter(outcomes)
-    for index, item in enumerate(items):
-        if isinstance(item, dict):
-            results.append({"index": index, "status": "invalid", "errors": item})
+    for index, parsed_item in enumerate(items):
+        if isinstance(parsed_item, dict):
+            results.append({"index": index, "status": "invalid", "errors": parsed_item})
             continue
         status, event_id = next(answers)
         result: dict[str, Any] = {"index": index, "status": status, "id": event_id}

@@ -3,11 +3,13 @@ version, and the keys that act for it."""
 
 from __future__ import annotations
 
+from typing import ClassVar, TypeVar
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from rest_framework_api_key.crypto import KeyGenerator
-from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 from ..conf import customer_model_label
 from .catalog import AccountKit, PrimitiveField
@@ -78,28 +80,35 @@ class PrefixedKeyGenerator(KeyGenerator):
         return key, prefix, self.hash(key)
 
 
-class PrefixedKeyManager(BaseAPIKeyManager):
+_Key = TypeVar("_Key", bound=AbstractAPIKey)
+
+
+class PrefixedKeyManager(APIKeyManager[_Key]):
     key_generator: PrefixedKeyGenerator
 
-    def get_from_key(self, key: str) -> AbstractAPIKey:
+    def get_from_key(self, key: str) -> _Key:
         scheme = self.key_generator.scheme
         if not key.startswith(scheme):
             raise self.model.DoesNotExist("Not a key of this kind.")
         prefix = key[len(scheme) :].partition(".")[0]
+        # Prefixes are letters and digits: anything else (a NUL PostgreSQL would refuse
+        # with an error) is no key, and never reaches the database.
+        if not (prefix.isascii() and prefix.isalnum()):
+            raise self.model.DoesNotExist("Not a key of this kind.")
         api_key = self.get_usable_keys().get(prefix=prefix)
         if not api_key.is_valid(key) or api_key.has_expired:
             raise self.model.DoesNotExist("Key is not valid.")
         return api_key
 
 
-class OperatorKeyManager(PrefixedKeyManager):
+class OperatorKeyManager(PrefixedKeyManager["OperatorKey"]):
     key_generator = PrefixedKeyGenerator("sk_")
 
 
-class TenantTokenManager(PrefixedKeyManager):
+class TenantTokenManager(PrefixedKeyManager["TenantToken"]):
     key_generator = PrefixedKeyGenerator("tk_")
 
-    def get_usable_keys(self) -> models.QuerySet[AbstractAPIKey]:
+    def get_usable_keys(self) -> models.QuerySet[TenantToken]:
         # The customer and grantee come with the key: one query authenticates a call.
         return super().get_usable_keys().select_related("customer", "grantee")
 
@@ -107,9 +116,10 @@ class TenantTokenManager(PrefixedKeyManager):
 class OperatorKey(AbstractAPIKey):
     """A secret key of the operator, for the ``/v1/`` API. Stored hashed (SHA-512)."""
 
-    objects = OperatorKeyManager()
+    objects: ClassVar[OperatorKeyManager] = OperatorKeyManager()
 
-    class Meta(AbstractAPIKey.Meta):
+    class Meta:
+        ordering = ("-created",)
         verbose_name = _("operator key")
         verbose_name_plural = _("operator keys")
 
@@ -118,7 +128,7 @@ class TenantToken(AbstractAPIKey):
     """A customer's API token, for metered calls and ``/billing/``. Stored hashed. It may
     name the grantee (a user holding one of the customer's seats) it was issued to."""
 
-    objects = TenantTokenManager()
+    objects: ClassVar[TenantTokenManager] = TenantTokenManager()
     customer = models.ForeignKey(
         CUSTOMER_MODEL, on_delete=models.CASCADE, related_name="billing_tokens"
     )
@@ -130,6 +140,7 @@ class TenantToken(AbstractAPIKey):
         related_name="+",
     )
 
-    class Meta(AbstractAPIKey.Meta):
+    class Meta:
+        ordering = ("-created",)
         verbose_name = _("tenant token")
         verbose_name_plural = _("tenant tokens")

@@ -30,11 +30,18 @@ logger = logging.getLogger(__name__)
 
 
 def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Stripe's answer. Stripe refusing the request (a subscription canceled there while
+    it is live here, a price it does not have) is a conflict with Stripe's state; Stripe
+    failing or out of reach is a bad gateway. Either way nothing changed here."""
     try:
         return method(*args, api_key=stripe_api_key(), **kwargs)
     except stripe.StripeError as error:
         # The detail (hosts, request ids, support addresses) goes to the log, not the client.
         logger.warning("Stripe refused %s: %s", getattr(method, "__qualname__", method), error)
+        if isinstance(error, stripe.InvalidRequestError):
+            raise Conflict(
+                "Stripe refused this for the subscription as Stripe holds it; nothing was changed."
+            ) from None
         raise StripeUnavailable("Stripe could not do this now; nothing was changed.") from None
 
 

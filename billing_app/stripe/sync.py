@@ -19,6 +19,7 @@ from django.db import transaction
 from djstripe.models import Customer as StripeCustomer
 from djstripe.models import Session as CheckoutSession
 from djstripe.models import Subscription as StripeSubscription
+from stripe.params import SubscriptionListParams
 
 from ..conf import billing_settings, customer_model, stripe_api_key
 from ..exceptions import StripeUnavailable
@@ -61,7 +62,7 @@ def subscription_sync(
     stripe_subscription_id: str,
     *,
     event_id: str = "",
-    data: dict[str, Any] | None = None,
+    data: dict[str, Any] | stripe.StripeObject | None = None,
     customer: Any = None,
 ) -> Subscription | None:
     """Apply Stripe's current state of a subscription to its customer (``data``, when
@@ -241,18 +242,18 @@ def subscriptions_resync(*, customer: Any = None) -> list[tuple[str, str, Subscr
     """Re-read every Stripe subscription (of one customer's Stripe customers, with
     ``customer``) and apply each, oldest first: recovery after missed webhooks. Answers
     (subscription id, its status on Stripe, the customer's subscription after it)."""
+    every: SubscriptionListParams = {"status": "all", "api_key": stripe_api_key()}
     if customer is None:
-        filters: list[dict[str, str]] = [{}]
+        filters = [every]
     else:
         ids = set(StripeCustomer.objects.filter(subscriber=customer).values_list("id", flat=True))
         own = Subscription.objects.filter(customer=customer).exclude(stripe_customer_id="")
         ids.update(own.values_list("stripe_customer_id", flat=True))
-        filters = [{"customer": stripe_customer} for stripe_customer in sorted(ids)]
-    found = []
+        filters = [{**every, "customer": stripe_customer} for stripe_customer in sorted(ids)]
+    found: list[stripe.Subscription] = []
     try:
         for params in filters:
-            listing = stripe.Subscription.list(status="all", api_key=stripe_api_key(), **params)
-            found.extend(listing.auto_paging_iter())
+            found.extend(stripe.Subscription.list(**params).auto_paging_iter())
     except stripe.StripeError as error:
         raise StripeUnavailable(f"Stripe could not be read: {type(error).__name__}") from None
     found.sort(key=lambda subscription: (subscription["created"], subscription["id"]))

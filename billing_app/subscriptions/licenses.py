@@ -47,7 +47,7 @@ def license_check(
 def capabilities_of(subscription: Subscription) -> list[str]:
     plan = subscription.plan
     names = [plan.key, *(feature.feature for feature in plan.features.all())]
-    if plan.account_kit_id:
+    if plan.account_kit is not None:  # no query when the plan has no kit
         names.extend(p.primitive for p in plan.account_kit.primitives.all())
     return names
 

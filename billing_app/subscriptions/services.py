@@ -21,7 +21,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from ..conf import billing_settings, customer_id_json
+from ..catalog.services import MAX_TRIAL_DAYS
+from ..conf import billing_settings, customer_id_json, customer_model
 from ..customers.selectors import is_active
 from ..customers.services import kit_assign
 from ..entitlements import entitlements_changed
@@ -89,7 +90,7 @@ def subscription_set(
     trial_start = None if trial_start is UNSET else trial_start
     trial_end = None if trial_end is UNSET else trial_end
 
-    subscription = Subscription.objects.select_for_update().filter(customer=customer).first()
+    subscription = _locked_subscription(customer)
     new_status = (
         status
         if status is not UNSET
@@ -109,16 +110,16 @@ def subscription_set(
     plan_changed = not starts and subscription.plan_id != plan.pk
 
     if starts:
-        start = started_at if started_at not in (UNSET, None) else ((given and given[0]) or at)
+        start = started_at if isinstance(started_at, datetime) else ((given and given[0]) or at)
         subscription.started_at = start
         subscription.billing_cycle_anchor = (
-            billing_cycle_anchor if billing_cycle_anchor not in (UNSET, None) else start
+            billing_cycle_anchor if isinstance(billing_cycle_anchor, datetime) else start
         )
         subscription.ended_at = None
         subscription.usage_reset_at = None
         subscription.cancel_at_period_end = False
         subscription.status_changed_at = at
-    elif billing_cycle_anchor not in (UNSET, None):
+    elif isinstance(billing_cycle_anchor, datetime):
         subscription.billing_cycle_anchor = billing_cycle_anchor
     if new_status != subscription.status:
         subscription.status_changed_at = at
@@ -165,6 +166,15 @@ def subscription_set(
         kit_assign(customer=customer, kit=plan.account_kit)
     _announce(subscription)
     return subscription
+
+
+def _locked_subscription(customer: Any) -> Subscription | None:
+    """The customer's subscription, locked until the transaction ends. The customer's row
+    is locked first: a first subscription has no row to lock yet, and two writers would
+    both create it."""
+    customers = customer_model()._default_manager.select_for_update()
+    customers.filter(pk=customer.pk).values_list("pk", flat=True).first()
+    return Subscription.objects.select_for_update().filter(customer=customer).first()
 
 
 def _given_period(start: Any, end: Any) -> tuple[datetime, datetime] | None:
@@ -465,11 +475,13 @@ def trial_start(
         raise invalid("plan_key", f"No active plan with key {plan_key!r}.")
     if trial_end is None:
         if not plan.trial_days:
-            raise invalid("plan_key", f"Plan {plan_key!r} has no trial: give trial_end.")
+            raise invalid("plan_key", f"Plan {plan_key!r} has no trial: give the trial's end.")
         trial_end = at + timedelta(days=plan.trial_days)
     elif trial_end <= at:
         raise invalid("trial_end", "The trial must end in the future.")
-    current = Subscription.objects.select_for_update().filter(customer=customer).first()
+    elif trial_end > at + timedelta(days=MAX_TRIAL_DAYS):
+        raise invalid("trial_end", f"A trial lasts at most {MAX_TRIAL_DAYS} days.")
+    current = _locked_subscription(customer)
     if current is not None and current.stripe_subscription_id and not current.ended:
         raise Conflict("Stripe drives this customer's subscription: trials start at Checkout.")
     if trial_taken(customer=customer):
@@ -530,8 +542,9 @@ def seats_manage(*, subscription_id: Any, operations: Iterable[Mapping[str, Any]
     """Salable's seat operations, all or nothing: ``{"type": "add", "granteeId"}``,
     ``{"type": "remove", "granteeId"}``, ``{"type": "replace", "granteeId",
     "newGranteeId"}``. Holding more grantees than seats is a Conflict."""
+    pk = _int_or_none(subscription_id)
     subscription = (
-        Subscription.objects.select_for_update().filter(pk=_int_or_none(subscription_id)).first()
+        None if pk is None else Subscription.objects.select_for_update().filter(pk=pk).first()
     )
     if subscription is None:
         raise NotFound(f"No subscription with id {subscription_id!r}.")

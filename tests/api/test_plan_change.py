@@ -173,6 +173,19 @@ def test_change_plan_stripe_error_is_502_with_a_short_message(
     assert state_of(customer)["plan"] == "basic"
 
 
+def test_change_plan_stripe_refuses_is_409_and_changes_nothing(api, plans, customer, stripe_stub):
+    _, sub = subscribe_on_stripe(stripe_stub, customer, price="price_basic")
+    stripe_stub.objects[sub["id"]]["status"] = "canceled"  # there, not here
+    stripe_stub.price("price_pro")
+    before = state_of(customer)
+
+    response = change(api, customer, "pro")
+
+    assert response.status_code == 409
+    assert "Stripe refused" in response.json()["detail"]
+    assert state_of(customer) == before
+
+
 def test_change_accepted_by_stripe_whose_apply_fails_is_202_until_retried(
     api, admin_client, plans, customer, stripe_stub, monkeypatch
 ):

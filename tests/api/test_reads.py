@@ -3,8 +3,10 @@ whoever asks and whatever the answer (the admin's pages: test_admin.py)."""
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -140,3 +142,41 @@ def test_self_service_gets_without_a_subscription_write_nothing(customer, custom
     statuses = assert_reads_only(customer_client, SELF_SERVICE)
     assert statuses == [404, 200, 200]
     assert assert_reads_only(APIClient(), SELF_SERVICE) == [401, 401, 401]
+
+
+def cursor(**params: str) -> str:
+    """A cursor as DRF encodes one, with whatever position it is given."""
+    return base64.b64encode(urlencode(params).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        cursor(p="notadate"),
+        cursor(p="2026-13-45"),
+        cursor(p="2026-01-01T00:00:00+99:00"),
+        cursor(p="\x00"),
+        cursor(p="1e5"),
+        cursor(r="1", p="x"),
+        base64.b64encode(b"p=%ED%A0%80").decode(),  # a lone surrogate, percent-encoded
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/users/{id}/billing/usage/records",
+        "/v1/users/{id}/billing/credits/ledger",
+        "/billing/invoices",
+    ],
+)
+def test_a_crafted_cursor_is_an_invalid_cursor(api, customer, billed, path, crafted):
+    """DRF checks a cursor's offset, not its position: one the ordering field cannot take
+    is a 404 too, and reads nothing else."""
+    response = api.get(
+        path.format(id=customer.pk),
+        {"cursor": crafted},
+        HTTP_X_BILLING_CUSTOMER=str(customer.pk),
+    )
+
+    assert response.status_code == 404, response.content
+    assert response.json() == {"detail": "Invalid cursor"}

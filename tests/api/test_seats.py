@@ -200,6 +200,7 @@ def test_an_unknown_grantee_is_400_naming_the_operation_field(
         ({"type": "add", "granteeId": "g" * 256}, "operations.1.granteeId"),
         ({"type": "replace", "granteeId": "1"}, "operations.1.newGranteeId"),
         ("add 1", "operations.1.nonFieldErrors"),
+        (None, "operations.1"),
     ],
 )
 def test_a_malformed_operation_is_400_naming_its_field(api, subscription_id, bob, operation, field):
@@ -215,8 +216,14 @@ def test_a_malformed_operation_is_400_naming_its_field(api, subscription_id, bob
 
 @pytest.mark.parametrize(
     "body",
-    [{"type": "add", "granteeId": "1"}, "add", None, [{"type": "add", "granteeId": "1"}] * 101],
-    ids=["an-object", "text", "null", "too-many"],
+    [
+        {"type": "add", "granteeId": "1"},
+        "add",
+        None,
+        [],
+        [{"type": "add", "granteeId": "1"}] * 101,
+    ],
+    ids=["an-object", "text", "null", "empty", "too-many"],
 )
 def test_a_body_that_is_not_a_list_of_operations_is_400(api, subscription_id, body):
     response = api.put(seats_url(subscription_id), body, format="json")

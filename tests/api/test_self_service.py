@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from billing_app.conf import customer_is_user
 from billing_app.customers import services as customers
 from billing_app.metering.services import usage_record
-from billing_app.models import Problem, Subscription
+from billing_app.models import Problem, Subscription, UsageEvent
 from billing_app.stripe.sync import subscription_sync
 from billing_app.subscriptions import services as subscriptions
 
@@ -106,6 +106,46 @@ def test_customer_token_cannot_act_for_another(me, pro):
     assert response.status_code == 403
 
 
+@pytest.mark.skipif(not customer_is_user(), reason="customers are organisations here")
+def test_a_token_of_a_deactivated_customer_is_refused(pro, customer):
+    subscriptions.subscription_set(customer=customer, plan_key="pro")
+    client = as_customer(customer)
+    assert client.get("/billing/subscription").status_code == 200
+    assert client.post("/demo/seo/", {}, format="json").status_code == 200
+
+    customer.is_active = False
+    customer.save()
+
+    response = client.get("/billing/subscription")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert client.post("/demo/seo/", {}, format="json").status_code == 401
+    assert UsageEvent.objects.count() == 1
+
+
+def test_a_token_naming_a_deactivated_grantee_is_refused(pro, customer):
+    """Whatever the token names as its user: the grantee (a user, also when customers are
+    organisations) may not act once deactivated, nor may the token act for the customer."""
+    subscriptions.subscription_set(customer=customer, plan_key="pro")
+    grantee = UserFactory()
+    client = APIClient()
+    key = customers.tenant_token_issue(customer=customer, grantee=grantee)[1]
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get("/billing/subscription").status_code == 200
+    assert client.post("/demo/seo/", {}, format="json").status_code == 200
+
+    grantee.is_active = False
+    grantee.save()
+
+    for path in ("/billing/subscription", "/billing/usage"):
+        assert client.get(path).status_code == 401
+    assert client.post("/billing/cancel", {}, format="json").status_code == 401
+    assert Subscription.objects.get(customer=customer).cancel_at_period_end is False
+    # Nor through the middleware, on a plain metered view: refused, and not counted.
+    assert client.post("/demo/seo/", {}, format="json").status_code == 401
+    assert UsageEvent.objects.count() == 1
+
+
 def test_signed_in_user_acts_for_its_customer(client, pro, customer):
     """The user is the customer, or (organisations) holds one of its seats."""
     subscription = subscriptions.subscription_set(customer=customer, plan_key="pro")
@@ -173,6 +213,32 @@ def test_usage_names_each_primitive_and_its_limit(me, pro, customer):
         "seo": 15,
         "seoLimit": 1000,
     }
+
+
+@pytest.mark.parametrize(
+    ("limits", "usage"),
+    [
+        (
+            {"email.send": 10, "email_send": 20},
+            {"email.send": 1, "email.sendLimit": 10, "email_send": 2, "email_sendLimit": 20},
+        ),
+        (
+            {"email": 10, "email.limit": 20},
+            {"email": 1, "email.limit": 2, "email.limitLimit": 20, "emailLimit": 10},
+        ),
+    ],
+    ids=["same-metric-name", "a-name-and-its-limit"],
+)
+def test_usage_keys_stay_distinct_when_metric_names_collide(me, customer, limits, usage):
+    """Two primitives that would show under one key are shown under their slugs: no
+    primitive's usage or limit hides another's."""
+    kit = AccountKitFactory(key="kit_mail", allow=dict.fromkeys(limits))
+    PlanFactory(key="mail", account_kit=kit, limits=limits)
+    subscriptions.subscription_set(customer=customer, plan_key="mail")
+    for quantity, primitive in enumerate(limits, start=1):
+        usage_record(customer_id=customer.pk, primitive=primitive, quantity=quantity)
+
+    assert me.get("/billing/usage").json()["usage"] == usage
 
 
 def test_usage_is_the_customers_own(me, pro):
@@ -385,10 +451,22 @@ def test_portal_without_stripe_customer_is_409(me, stripe_stub):
     assert stripe_stub.requests == []
 
 
-def test_portal_refuses_foreign_return_url(me, pro, customer, stripe_stub):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.com/",
+        "http://[::1/",
+        "https://[::1/",
+        "https://testserver:99999/",
+        "https:\\\\evil.com/",
+        "https://testserver\\@evil.com/",
+        "http://[not-an-address]/",
+    ],
+)
+def test_portal_refuses_foreign_or_unparseable_return_url(me, pro, customer, stripe_stub, url):
     subscribe_on_stripe(stripe_stub, customer)
     requests = len(stripe_stub.requests)
-    response = me.post("/billing/portal", {"returnUrl": "https://evil.com/"}, format="json")
+    response = me.post("/billing/portal", {"returnUrl": url}, format="json")
     assert response.status_code == 400 and "returnUrl" in response.json()
     assert len(stripe_stub.requests) == requests
 
@@ -450,6 +528,22 @@ def test_cancel_bad_when_is_400(me, pro, customer):
     assert Subscription.objects.get(customer=customer).cancel_at_period_end is False
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [('{"when": "\\ud800"}', "when"), ('{"when": ' + "[" * 100_000 + "]" * 100_000 + "}", None)],
+    ids=["lone-surrogate", "nested"],
+)
+def test_cancel_json_python_cannot_take_is_400_and_changes_nothing(me, pro, customer, body, field):
+    subscriptions.subscription_set(customer=customer, plan_key="pro")
+
+    response = me.post("/billing/cancel", body, content_type="application/json")
+
+    assert response.status_code == 400
+    if field is not None:
+        assert set(response.json()) == {field}, response.json()
+    assert Subscription.objects.get(customer=customer).cancel_at_period_end is False
+
+
 def test_cancel_without_subscription_is_409(me):
     assert me.post("/billing/cancel", {}, format="json").status_code == 409
 
@@ -477,6 +571,28 @@ def test_cancel_stripe_error_is_502_and_changes_nothing(me, pro, customer, strip
 
     assert response.status_code == 502
     assert response.json() == SHORT
+    assert state_of(customer) == before
+
+
+@pytest.mark.parametrize("path", ["/billing/cancel", "/billing/reactivate"])
+def test_a_change_stripe_refuses_is_409_and_changes_nothing(
+    me, pro, customer, stripe_stub, caplog, path
+):
+    """The subscription was canceled on Stripe while it is live here (the operator set it
+    active again, say): Stripe refuses to change it. A conflict with Stripe's state, not
+    a failing gateway."""
+    _, sub = subscribe_on_stripe(stripe_stub, customer, cancel_at_period_end=True)
+    stripe_stub.objects[sub["id"]]["status"] = "canceled"
+    before = state_of(customer)
+
+    response = me.post(path, {"when": "end"}, format="json")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "Stripe refused this for the subscription as Stripe holds it; "
+        "nothing was changed."
+    }
+    assert "canceled subscription" in caplog.text  # Stripe's words, for the log only
     assert state_of(customer) == before
 
 

@@ -211,3 +211,29 @@ def test_a_trial_costs_nothing(api, customer, developer):
 def test_404_without_an_open_period(api, customer, customer_client, developer):
     assert api.get(f"/v1/users/{customer.pk}/billing/upcoming").status_code == 404
     assert customer_client.get("/billing/upcoming").status_code == 404
+
+
+def test_the_largest_amounts_a_plan_can_make_are_exact(api, customer, clock):
+    """2^63 - 1 units bought in advance at 10^12 - 1 cents each: 31 significant digits,
+    past Python's default of 28, which rounded them and could not print them (a 500)."""
+    most = 2**63 - 1
+    catalog.plan_upsert(
+        key="huge",
+        name="Huge",
+        prices=[
+            {
+                "primitive": "seo",
+                "unit_amount": "999999999999",
+                "included_quantity": most,
+                "payment_terms": "in_advance",
+            }
+        ],
+    )
+    subscriptions.subscription_set(customer=customer, plan_key="huge")
+
+    answer = api.get(f"/v1/users/{customer.pk}/billing/upcoming")
+
+    assert answer.status_code == 200
+    (advance,) = answer.json()["charges"]["lines"]
+    assert advance["quantity"] == most
+    assert advance["amount"] == str(most * 999_999_999_999)

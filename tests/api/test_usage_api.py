@@ -655,3 +655,51 @@ def test_a_customer_token_may_not_check(customer, customer_client):
     response = customer_client.get(check_url(customer.pk), {"primitive": "seo"})
 
     assert response.status_code == 403
+
+
+# JSON that Python cannot take whole: nesting past the recursion limit, lone surrogates
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [900, 100_000])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [(lambda c: usage_url(c.pk), "primitive"), (lambda c: "/v1/plans", "key")],
+    ids=["usage", "plans"],
+)
+def test_deeply_nested_json_is_a_400_and_changes_nothing(api, customer, path, field, depth):
+    """Past the recursion limit the body does not parse; below it, the nested value is
+    not what the field takes."""
+    from billing_app.models import Plan
+
+    body = '{"primitive": "seo", "key": "p", "name": "P", "' + field + '": ' + nested(depth)
+
+    response = api.post(path(customer), body + "}", content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    if depth < 1000:
+        assert field in response.json()
+    assert ledger() == ([], [], [])
+    assert not Plan.objects.exists()
+
+
+def test_a_deeply_nested_batch_is_a_400_and_changes_nothing(api, customer):
+    response = api.post(
+        "/v1/usage/events", '{"events": ' + nested(100_000) + "}", content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert ledger() == ([], [], [])
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_field_and_changes_nothing(api, customer):
+    body = '{"primitive": "seo", "timestamp": "2026-01-01T00:00:00\\ud800Z"}'
+
+    response = api.post(usage_url(customer.pk), body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"timestamp"}, response.json()
+    assert ledger() == ([], [], [])

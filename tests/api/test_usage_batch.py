@@ -3,6 +3,7 @@ fails alone, with errors that say what is wrong with it; the good ones land toge
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -105,7 +106,7 @@ def kit_without_aeo(customer):
         pytest.param(
             lambda c: event(c, timestamp=iso(timezone.now() - timedelta(days=400))),
             "timestamp",
-            "older",
+            "older than 35 days is refused",
             id="too-old",
         ),
         pytest.param(
@@ -241,6 +242,33 @@ def test_a_batch_that_is_not_a_list_of_1_to_1000_events_is_refused(api, body):
     assert not UsageEvent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[2**62, 2**62]],  # past the column within the batch
+        [[2**63 - 1], [1]],  # past it on top of the counter
+        [[2**63 - 2], [1, 1]],
+    ],
+    ids=["within", "on-top", "on-top-summed"],
+)
+def test_a_batch_past_the_counters_range_is_refused_and_changes_nothing(api, customer, batches):
+    """Each event is below 2^63, their sum is not: nothing of the batch is recorded (on
+    SQLite the counter would turn into a float, on PostgreSQL the statement would fail)."""
+    subscribe(customer, quotas={"seo": 5})
+    *earlier, last = batches
+    for quantities in earlier:
+        assert send(api, [event(customer, quantity=q) for q in quantities]).status_code == 200
+    before = list(UsageCounter.objects.values_list("used", flat=True)), UsageEvent.objects.count()
+
+    response = send(api, [event(customer, quantity=q) for q in last])
+
+    assert response.status_code == 400
+    assert response.json() == {"events": ["A counter cannot hold that much more usage."]}
+    after = list(UsageCounter.objects.values_list("used", flat=True)), UsageEvent.objects.count()
+    assert after == before
+    assert all(type(used) is int for used in after[0])
+
+
 def test_customers_may_not_ingest(customer, customer_client):
     response = customer_client.post(URL, {"events": [event(customer)]}, format="json")
 
@@ -351,3 +379,14 @@ def test_concurrent_batches_raising_the_same_counters_in_other_orders_do_not_dea
             )
         )
         assert used == {c.pk: 24 + (c == gate) for c in customers}
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_event_field_and_changes_nothing(api, customer):
+    good = json.dumps(event(customer))
+    body = '{"events": [' + good + ", " + good[:-1] + ', "timestamp": "\\ud800"}]}'
+
+    response = api.post(URL, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"events.1.timestamp"}, response.json()
+    assert not UsageEvent.objects.exists()

@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 from django.utils import timezone
 
 from billing_app.metering.partitions import (
@@ -43,4 +44,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         for name in dropped:
             self.stdout.write(f"dropped {name}")
+        if connection.vendor != "postgresql":
+            self.stderr.write("Nothing to do: usage events are partitioned on PostgreSQL only.")
+            return
         self.stderr.write(f"Events before {cutoff:%Y-%m} removed.")

@@ -21,7 +21,7 @@ INVALID, DIFFERS = 2, 1
 
 class Command(BaseCommand):
     help = (
-        "Plans as code. 'apply FILE' makes the catalog (Account Kits and plans) what FILE "
+        "Plans as code. 'apply FILE' makes the catalog (products, Account Kits, plans) what FILE "
         "(JSON or YAML; '-' reads stdin) says, in one transaction, and prints the changes; "
         "--dry-run rolls them back, --check only compares and exits 1 when the database "
         "differs, --prune retires plans that customers are on. 'export' writes the catalog "
@@ -50,7 +50,9 @@ class Command(BaseCommand):
         if action == "export":
             if file is not None:
                 raise CommandError("export writes to stdout, or to --output FILE.")
-            text = catalog_dump(catalog_export(), syntax=options["format"] or "json")
+            output = options["output"] or ""
+            syntax = options["format"] or ("yaml" if output.endswith((".yaml", ".yml")) else "json")
+            text = catalog_dump(catalog_export(), syntax=syntax)
             if options["output"]:
                 Path(options["output"]).write_text(text, encoding="utf-8")
             else:
@@ -68,6 +70,7 @@ class Command(BaseCommand):
             text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"Cannot read {file}: {error}", returncode=INVALID) from None
+        desired = None
         try:
             desired = catalog_read(catalog_parse(text, syntax=syntax))
             if check:
@@ -75,13 +78,18 @@ class Command(BaseCommand):
             else:
                 changes = catalog_apply(desired, prune=prune, dry_run=dry_run)
         except InvalidInput as error:
+            if dry_run and desired is not None:
+                # What the file would change, beside why it cannot be applied as it is.
+                for change in catalog_diff(desired):
+                    for line in change.lines(prune=prune):
+                        self.stdout.write(line)
             for line in catalog_file_errors(error):
                 self.stderr.write(line)
             raise CommandError(
                 f"{file}: {len(error.fields)} problem(s); nothing applied.", returncode=INVALID
             ) from None
         for change in changes:
-            for line in change.lines():
+            for line in change.lines(prune=prune):
                 self.stdout.write(line)
         if check and changes:
             raise CommandError(

@@ -17,10 +17,29 @@ PLANS = {
 }
 
 
+DEFAULT_ADDRESS = "127.0.0.1:8000"  # runserver's default, and scripts/demo's
+
+
+def base_url(address: str) -> str:
+    """``8001`` -> ``http://127.0.0.1:8001``; ``0.0.0.0:9000`` -> ``http://0.0.0.0:9000``:
+    runserver's address, as runserver itself prints it."""
+    if address.isdigit():
+        address = f"127.0.0.1:{address}"
+    return f"http://{address}"
+
+
 class Command(BaseCommand):
     help = "Load the demo's plans, kits, tenant, admin user and keys (idempotent)."
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--address",
+            default=DEFAULT_ADDRESS,
+            help="Where the demo is served: runserver's [host:]port (scripts/demo passes it).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        base = base_url(options["address"])
         for key, plan in PLANS.items():
             primitives = {slug: None for slug in plan["quotas"]}
             catalog.account_kit_upsert(
@@ -50,9 +69,9 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nDemo data loaded: plans free and pro, kits kit_free and kit_pro,\n"
             f"tenant tenant@example.com (id {tenant.pk}) on the free plan.\n"
-            "Billing page: http://127.0.0.1:8000/billing/account/  "
+            f"Billing page: {base}/billing/account/  "
             f"(user {tenant.get_username()}, password {TENANT_PASSWORD})\n"
-            "Admin: http://127.0.0.1:8000/admin/  (user admin, password admin)\n"
+            f"Admin: {base}/admin/  (user admin, password admin)\n"
             "Keys, shown once (only their hashes are stored):\n"
             f"  export OPERATOR_KEY={operator_key}\n"
             f"  export TENANT_TOKEN={tenant_token}\n"
