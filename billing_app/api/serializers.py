@@ -16,6 +16,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from ..catalog.selectors import price_json
 from ..conf import billing_settings, customer_id_json
 from ..metering.services import BATCH_LIMIT
 from ..models import BillingPeriod, PlanPrice, SubscriptionStatus, TrialEnd
@@ -181,28 +182,6 @@ class PriceSerializer(serializers.Serializer):
     )
 
 
-def price_data(price: Any) -> dict[str, Any]:
-    def text(value: Any) -> str | None:
-        return None if value is None else f"{value.normalize():f}"
-
-    return {
-        "primitive": price.primitive,
-        "model": price.model,
-        "unitAmount": text(price.unit_amount),
-        "packageSize": price.package_size,
-        "tiers": [
-            {
-                "upTo": tier["up_to"],
-                "unitAmount": tier["unit_amount"],
-                "flatAmount": tier.get("flat_amount"),
-            }
-            for tier in price.tiers
-        ],
-        "includedQuantity": price.included_quantity,
-        "paymentTerms": price.payment_terms,
-    }
-
-
 class PlanInputSerializer(serializers.Serializer):
     key = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
@@ -293,7 +272,7 @@ class PlanSerializer(serializers.Serializer):
     updatedAt = serializers.DateTimeField(source="updated_at")
 
     def get_prices(self, plan: Any) -> list[dict[str, Any]]:
-        return [price_data(price) for price in plan.prices.all()]
+        return [price_json(price) for price in plan.prices.all()]
 
     def get_quotas(self, plan: Any) -> dict[str, int]:
         return {q.primitive: q.limit for q in plan.quotas.all() if q.kind == "counter"}

@@ -49,7 +49,7 @@ from ..periods import PERIODS, parse_cadence
 from ..validation import MAX_BIGINT, MAX_INT
 from . import services
 from .names import metric_primitive
-from .selectors import account_kit_list, plan_list, product_list
+from .selectors import account_kit_list, plan_list, price_json, product_list
 
 PLAN_FIELDS = (
     "name",
@@ -710,7 +710,7 @@ def catalog_current() -> Catalog:
                 for q in quotas
                 if q.overage == "bill" and q.overage_unit_price is not None
             },
-            "prices": [_price_export(price) for price in plan.prices.all()],
+            "prices": [price_json(price) for price in plan.prices.all()],
             "minimumCommitment": _decimal_or_none(plan.minimum_commitment),
             "creditCosts": {cost.primitive: cost.credits for cost in plan.credit_costs.all()},
             "credits": None
@@ -730,25 +730,6 @@ def catalog_current() -> Catalog:
 
 def _decimal_or_none(value: Decimal | None) -> str | None:
     return None if value is None else _decimal(value)
-
-
-def _price_export(price: PlanPrice) -> dict[str, Any]:
-    return {
-        "primitive": price.primitive,
-        "model": price.model,
-        "unitAmount": _decimal_or_none(price.unit_amount),
-        "packageSize": price.package_size,
-        "tiers": [
-            {
-                "upTo": tier["up_to"],
-                "unitAmount": tier["unit_amount"],
-                "flatAmount": tier.get("flat_amount"),
-            }
-            for tier in price.tiers
-        ],
-        "includedQuantity": price.included_quantity,
-        "paymentTerms": price.payment_terms,
-    }
 
 
 def catalog_export() -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.db.models import QuerySet
 
-from ..models import AccountKit, Plan, Product
+from ..models import AccountKit, Plan, PlanPrice, Product
 
 
 def plan_list() -> QuerySet[Plan]:
@@ -19,3 +22,27 @@ def product_list() -> QuerySet[Product]:
 
 def account_kit_list() -> QuerySet[AccountKit]:
     return AccountKit.objects.prefetch_related("primitives")
+
+
+def price_json(price: PlanPrice) -> dict[str, Any]:
+    """A price as the API and plans files write it: camelCase, amounts as decimal text."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else f"{value.normalize():f}"
+
+    return {
+        "primitive": price.primitive,
+        "model": price.model,
+        "unitAmount": text(price.unit_amount),
+        "packageSize": price.package_size,
+        "tiers": [
+            {
+                "upTo": tier["up_to"],
+                "unitAmount": tier["unit_amount"],
+                "flatAmount": tier.get("flat_amount"),
+            }
+            for tier in price.tiers
+        ],
+        "includedQuantity": price.included_quantity,
+        "paymentTerms": price.payment_terms,
+    }
