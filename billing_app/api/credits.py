@@ -156,14 +156,16 @@ class AutoTopUpView(OperatorAPIView):
     credits, at most ``monthlyCap`` times a calendar month; ``packKey: null`` turns it
     off."""
 
-    @extend_schema(responses=AutoTopUpSerializer)
+    @extend_schema(responses={200: AutoTopUpSerializer, **errors(404)})
     def get(self, request: Request, user_id: str) -> Response:
         customer = customer_get(customer_id=user_id)
         top_up = CreditAutoTopUp.objects.select_related("pack").filter(customer_id=customer.pk)
         found = top_up.first()
         return Response(AutoTopUpSerializer(found).data if found else NO_TOP_UP)
 
-    @extend_schema(request=AutoTopUpInputSerializer, responses=AutoTopUpSerializer)
+    @extend_schema(
+        request=AutoTopUpInputSerializer, responses={200: AutoTopUpSerializer, **errors(404)}
+    )
     def put(self, request: Request, user_id: str) -> Response:
         customer = customer_get(customer_id=user_id)
         data = self.parse(AutoTopUpInputSerializer, request.data)
