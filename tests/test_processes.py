@@ -86,10 +86,14 @@ def test_no_call_is_admitted_on_an_entitlement_older_than_a_committed_change():
     canceled = time.time()
     calls = collect()
 
-    # Each change is bracketed: a call that started after one committed and before the
-    # next began must have been decided on exactly that change's entitlement.
-    after_plan_change = [c for c in calls if changed_plan < c[0] < lowering and c[2] == 200]
-    after_lowering = [c for c in calls if lowered < c[0] < canceling]
+    # Each change is bracketed: a call that started after one committed and ended before
+    # the next began must have been decided on exactly that change's entitlement. (A call
+    # still running when the next change commits may be decided on that one: newer, never
+    # older.)
+    after_plan_change = [
+        c for c in calls if changed_plan < c[0] and c[1] < lowering and c[2] == 200
+    ]
+    after_lowering = [c for c in calls if lowered < c[0] and c[1] < canceling]
     after_cancel = [c for c in calls if c[0] > canceled]
     assert after_plan_change, "no call ran between the plan change and the lowering"
     assert {limit for *_, limit in after_plan_change} == {80_000}
